@@ -1,0 +1,133 @@
+"""The one interface every denoiser offers to every sampler.
+
+Positions vs rows: a denoiser maps input rows (one per token) to output rows. Most models
+predict position p at output row p; Dream, initialised from an AR model, predicts position
+p at row p - 1 (``logit_shift = 1``). ``forward`` returns position-aligned logits, while
+the live-row API works on raw rows, since which rows must be recomputed depends on it.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class FrozenState:
+    """What a no-grad full forward leaves behind for live-row recompute.
+
+    keys/values: per layer, [B, H_kv, L, D] after rotary embedding (or the model's
+    equivalent), detached. positions: [B, L] position ids. key_mask: [B, L], True for real
+    tokens (False for left padding). time: the time conditioning used, if any.
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    positions: Tensor
+    key_mask: Tensor
+    time: Tensor | None = None
+
+
+class Denoiser(nn.Module, ABC):
+    """A bidirectional masked-diffusion denoiser.
+
+    Attributes every implementation sets: ``tokenizer``, ``mask_id``, ``eos_ids`` (token
+    ids that end a text: EOS and EoT), ``pad_id``, ``vocab_size``, ``logit_shift`` and
+    ``time_conditioned`` (True when logits depend on the diffusion time, as in MDLM with
+    time conditioning; such a model needs a fresh forward for BoE's surrogate step).
+    """
+
+    tokenizer = None
+    mask_id: int
+    pad_id: int
+    eos_ids: tuple[int, ...] = ()
+    vocab_size: int
+    logit_shift: int = 0
+    time_conditioned: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding_matrix.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embedding_matrix.dtype
+
+    @property
+    @abstractmethod
+    def embedding_matrix(self) -> Tensor:
+        """E, [V, d]: row v embeds token v."""
+
+    @property
+    def mask_embedding(self) -> Tensor:
+        """e_m, [d]."""
+        return self.embedding_matrix[self.mask_id]
+
+    def embed(self, ids: Tensor) -> Tensor:
+        return nn.functional.embedding(ids, self.embedding_matrix)
+
+    @abstractmethod
+    def forward_rows(
+        self,
+        embeds: Tensor,
+        attention_mask: Tensor | None = None,
+        time: Tensor | None = None,
+        capture: bool = False,
+        ids: Tensor | None = None,
+    ) -> tuple[Tensor, FrozenState | None]:
+        """Row logits [B, L, V] from input embeddings [B, L, d].
+
+        attention_mask: [B, L] with 1 for real tokens, 0 for left padding. With
+        ``capture`` the per-layer keys/values come back (detached) for ``live_forward``.
+        ``ids`` may be given alongside embeddings by models whose output depends on them
+        (e.g. MDLM's SUBS parameterisation copies unmasked inputs).
+        """
+
+    @abstractmethod
+    def live_forward(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> Tensor:
+        """Recompute only ``live_rows`` [B, A] with autograd.
+
+        Their queries attend over the frozen keys/values of every row in ``state``, with
+        the live rows' own keys/values recomputed from ``live_embeds`` [B, A, d] and
+        written back into their slots. Returns row logits [B, A, V]. With live_embeds
+        equal to the embeddings the state was captured from, the result equals the full
+        forward's logits at those rows.
+        """
+
+    def forward(
+        self,
+        ids: Tensor | None = None,
+        embeds: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        time: Tensor | None = None,
+    ) -> Tensor:
+        """Position-aligned logits [B, L, V] from token ids or input embeddings."""
+        if embeds is None:
+            embeds = self.embed(ids)
+        rows, _ = self.forward_rows(embeds, attention_mask, time, ids=ids)
+        return self.rows_to_positions(rows)
+
+    def forward_with_state(
+        self, ids: Tensor, attention_mask: Tensor | None = None, time: Tensor | None = None
+    ) -> tuple[Tensor, FrozenState]:
+        """Position-aligned logits plus the frozen state for a live-row recompute."""
+        with torch.no_grad():
+            rows, state = self.forward_rows(self.embed(ids), attention_mask, time, capture=True, ids=ids)
+        return self.rows_to_positions(rows), state
+
+    def rows_to_positions(self, row_logits: Tensor) -> Tensor:
+        if self.logit_shift == 0:
+            return row_logits
+        # Dream's convention: position 0 reuses row 0 (it is always a prompt token).
+        return torch.cat([row_logits[:, :1], row_logits[:, :-1]], dim=1)
+
+    def prediction_rows(self, positions: Tensor) -> Tensor:
+        """The output rows holding the predictions for ``positions``."""
+        return (positions - self.logit_shift).clamp(min=0)
+
+
+def positions_from_mask(attention_mask: Tensor) -> Tensor:
+    """Position ids that ignore left padding, so a padded prompt sees what it would alone."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -1,0 +1,118 @@
+"""Denoiser over a stock transformers Llama / Qwen2 model run bidirectionally.
+
+The layer loop is written out here (nanoGPT-style) instead of calling the HF forward, so
+that the full forward and the live-row recompute are the same code and agree bit for bit;
+a test checks that this loop equals the stock class's own forward under a bidirectional
+4-D mask.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from boe_bench.models.base import Denoiser, FrozenState, positions_from_mask
+
+
+def _apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class TransformerDenoiser(Denoiser):
+    """Wraps ``LlamaForCausalLM`` (LLaDA) or ``Qwen2ForCausalLM`` (Dream) weights."""
+
+    def __init__(self, hf_model, tokenizer, mask_id: int, eos_ids=(), logit_shift: int = 0, name: str = ""):
+        super().__init__()
+        make_bidirectional(hf_model)
+        self.hf = hf_model
+        self.tokenizer = tokenizer
+        self.mask_id = int(mask_id)
+        self.eos_ids = tuple(int(i) for i in eos_ids)
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad) if pad is not None else self.eos_ids[0] if self.eos_ids else 0
+        self.vocab_size = hf_model.config.vocab_size
+        self.logit_shift = logit_shift
+        self.name = name
+        cfg = hf_model.config
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+    @property
+    def embedding_matrix(self) -> Tensor:
+        return self.hf.model.embed_tokens.weight
+
+    def _attention_bias(self, key_mask: Tensor, dtype: torch.dtype) -> Tensor:
+        bias = torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device)
+        bias.masked_fill_(~key_mask, torch.finfo(dtype).min)
+        return bias[:, None, None, :]
+
+    def _qkv(self, layer, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, n, _ = x.shape
+        attn = layer.self_attn
+        q = attn.q_proj(x).view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        return _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin), v
+
+    def _attend(self, layer, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, enable_gqa=self.n_kv_heads != self.n_heads
+        )
+        b, _, n, _ = q.shape
+        return layer.self_attn.o_proj(out.transpose(1, 2).reshape(b, n, -1))
+
+    def _rotary(self, h: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        cos, sin = self.hf.model.rotary_emb(h, positions)
+        return cos[:, None].to(h.dtype), sin[:, None].to(h.dtype)
+
+    def _head(self, h: Tensor) -> Tensor:
+        return self.hf.lm_head(self.hf.model.norm(h))
+
+    def forward_rows(self, embeds, attention_mask=None, time=None, capture=False, ids=None):
+        b, n, _ = embeds.shape
+        if attention_mask is None:
+            attention_mask = torch.ones(b, n, dtype=torch.long, device=embeds.device)
+        key_mask = attention_mask.bool()
+        positions = positions_from_mask(attention_mask)
+        bias = self._attention_bias(key_mask, embeds.dtype)
+        cos, sin = self._rotary(embeds, positions)
+        keys, values = [], []
+        h = embeds
+        for layer in self.hf.model.layers:
+            q, k, v = self._qkv(layer, layer.input_layernorm(h), cos, sin)
+            if capture:
+                keys.append(k.detach())
+                values.append(v.detach())
+            h = h + self._attend(layer, q, k, v, bias)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        state = FrozenState(keys, values, positions, key_mask) if capture else None
+        return self._head(h), state
+
+    def live_forward(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> Tensor:
+        positions = state.positions.gather(1, live_rows)
+        bias = self._attention_bias(state.key_mask, live_embeds.dtype)
+        cos, sin = self._rotary(live_embeds, positions)
+        slot = live_rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)
+        h = live_embeds
+        for layer, k_frozen, v_frozen in zip(self.hf.model.layers, state.keys, state.values):
+            q, k, v = self._qkv(layer, layer.input_layernorm(h), cos, sin)
+            # Writing the fresh keys/values back into their own slots (not appending them)
+            # keeps the summation order of the full forward, hence bit-equal logits.
+            k_all = k_frozen.scatter(2, slot, k)
+            v_all = v_frozen.scatter(2, slot, v)
+            h = h + self._attend(layer, q, k_all, v_all, bias)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return self._head(h)
+
+
+def make_bidirectional(hf_model) -> None:
+    """Turn off causal masking everywhere transformers may look for it."""
+    hf_model.config.is_causal = False
+    if hasattr(hf_model.config, "use_sliding_window"):
+        hf_model.config.use_sliding_window = False
+    for module in hf_model.modules():
+        if hasattr(module, "is_causal"):
+            module.is_causal = False

@@ -1,0 +1,272 @@
+"""The sampler protocol every unmasking policy shares.
+
+A sampler fills the masked generation region of a batch of left-padded prompts block by
+block (LLaDA's semi-autoregressive schedule). Each step it asks the denoiser for logits,
+draws a token for every masked position (Gumbel-max in float64), ranks the masked
+positions of the current block and commits the best ``budget`` of them. Policies differ
+only in the ranking (``score``) or, for adaptive samplers, in ``step``.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+from boe_bench.models.base import Denoiser
+from boe_bench.samplers.schedule import Schedule, transfer_counts
+
+
+@dataclass
+class Accounting:
+    """What one example cost. Forwards and live-row work are counted as they run."""
+
+    nfe: int = 0
+    live_rows_fwd: int = 0
+    live_rows_bwd: int = 0
+    seq_len: int = 1
+    wall_s: float = 0.0
+
+    @property
+    def cost_fwd_equiv(self) -> float:
+        # A.3.4: a live-row pass over A rows costs A/L of a full forward, its backward 2A/L.
+        return self.nfe + (self.live_rows_fwd + 2 * self.live_rows_bwd) / self.seq_len
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "cost_fwd_equiv": self.cost_fwd_equiv}
+
+
+@dataclass
+class GenerationOutput:
+    tokens: Tensor  # [B, gen_length], generated region, MASK where never filled
+    texts: list[str]
+    accounting: list[Accounting]
+    trace: list[dict] | None = None
+
+
+def sample_tokens(logits: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
+    """Gumbel-max at temperature T in float64 (LLaDA's sampler); T=0 is argmax."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.double()
+    uniform = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
+    return (logits + temperature * gumbel).argmax(-1)
+
+
+class StopCriterion:
+    """``generate_until``: a row is done once every token up to a stop sequence or an EOS
+    token is unmasked, since nothing after it can change the truncated answer."""
+
+    def __init__(self, tokenizer, until: list[str] | tuple[str, ...] = (), eos_ids=()):
+        self.tokenizer = tokenizer
+        self.until = [s for s in until if s]
+        self.eos_ids = set(eos_ids)
+
+    def settled_prefix(self, gen_row: Tensor, mask_id: int) -> list[int]:
+        ids = gen_row.tolist()
+        return ids[: ids.index(mask_id)] if mask_id in ids else ids
+
+    def truncate(self, ids: list[int]) -> tuple[str, bool]:
+        """Decoded text cut at the first EOS and stop sequence, and whether either was seen."""
+        cut = next((i for i, t in enumerate(ids) if t in self.eos_ids), None)
+        stopped = cut is not None
+        text = self.tokenizer.decode(ids[:cut], skip_special_tokens=True)
+        hits = [text.find(s) for s in self.until if s in text]
+        if hits:
+            text, stopped = text[: min(hits)], True
+        return text, stopped
+
+    def done(self, gen_row: Tensor, mask_id: int) -> bool:
+        return self.truncate(self.settled_prefix(gen_row, mask_id))[1]
+
+
+@dataclass
+class DecodeState:
+    """The canvas of one batch: left-padded prompts followed by the generation region."""
+
+    x: Tensor  # [B, L] token ids
+    attention_mask: Tensor  # [B, L], 0 on left padding
+    prompt_length: int  # P, padded prompt length; generation is x[:, P:]
+    mask_id: int
+    accounting: list[Accounting]
+    active: Tensor  # [B] bool; finished rows are never written or counted again
+    generator: torch.Generator | None = None
+    trace: list[dict] | None = None
+    extras: dict = field(default_factory=dict)  # per-batch scratch space of stateful samplers
+
+    @classmethod
+    def start(cls, model: Denoiser, prompts: list[list[int]], gen_length: int,
+              generator: torch.Generator | None = None, trace: bool = False) -> "DecodeState":
+        batch, prompt_length = len(prompts), max(len(p) for p in prompts)
+        length = prompt_length + gen_length
+        x = torch.full((batch, length), model.mask_id, dtype=torch.long)
+        attention_mask = torch.ones(batch, length, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            pad = prompt_length - len(prompt)
+            x[row, :pad] = model.pad_id
+            attention_mask[row, :pad] = 0
+            x[row, pad:prompt_length] = torch.tensor(prompt, dtype=torch.long)
+        return cls(
+            x=x.to(model.device),
+            attention_mask=attention_mask.to(model.device),
+            prompt_length=prompt_length,
+            mask_id=model.mask_id,
+            accounting=[Accounting(seq_len=length) for _ in prompts],
+            active=torch.ones(batch, dtype=torch.bool, device=model.device),
+            generator=generator,
+            trace=[] if trace else None,
+        )
+
+    @property
+    def seq_len(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def masked(self) -> Tensor:
+        return self.x == self.mask_id
+
+    def block_window(self, block: int, block_length: int) -> Tensor:
+        """[L] bool: the positions of generation block ``block``."""
+        window = torch.zeros(self.seq_len, dtype=torch.bool, device=self.x.device)
+        start = self.prompt_length + block * block_length
+        window[start : start + block_length] = True
+        return window
+
+    def candidates(self, window: Tensor) -> Tensor:
+        """[B, L] bool: masked positions of the current block in rows still decoding."""
+        return self.masked & window[None, :] & self.active[:, None]
+
+    def count_forward(self, full: int = 1, live_rows_fwd: Tensor | int = 0, live_rows_bwd: Tensor | int = 0):
+        for row, acc in enumerate(self.accounting):
+            if self.active[row]:
+                acc.nfe += full
+                acc.live_rows_fwd += int(live_rows_fwd[row]) if torch.is_tensor(live_rows_fwd) else live_rows_fwd
+                acc.live_rows_bwd += int(live_rows_bwd[row]) if torch.is_tensor(live_rows_bwd) else live_rows_bwd
+
+    def forward(self, model: Denoiser, time: Tensor | None = None) -> Tensor:
+        """Logits for the whole canvas, counted as one NFE for every active row."""
+        with torch.no_grad():
+            logits = model(self.x, attention_mask=self.attention_mask, time=time)
+        self.count_forward()
+        return logits
+
+    def commit(self, chosen: Tensor, tokens: Tensor) -> None:
+        """Write ``tokens`` at the ``chosen`` [B, L] positions (masked, active rows only)."""
+        chosen = chosen & self.masked & self.active[:, None]
+        self.x = torch.where(chosen, tokens, self.x)
+
+    def commit_top(self, scores: Tensor, tokens: Tensor, window: Tensor, budget: Tensor) -> Tensor:
+        """Commit the ``budget[b]`` best-scoring candidates of each row; returns the choice."""
+        chosen = top_per_row(scores, self.candidates(window), budget)
+        self.commit(chosen, tokens)
+        return chosen
+
+
+def top_per_row(scores: Tensor, allowed: Tensor, budget: Tensor) -> Tensor:
+    """[B, L] bool: the ``budget[b]`` highest ``scores`` among ``allowed`` in each row."""
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    order = scores.argsort(dim=-1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    budget = torch.minimum(budget.to(allowed.device), allowed.sum(-1))
+    return (rank < budget[:, None]) & allowed
+
+
+class Sampler(ABC):
+    """Base of every sampler.
+
+    temperature: Gumbel-max temperature for the token drawn at each position.
+    suppress_eos: forbid EOS/EoT as sampled tokens (LLaDA's ``logits_eos_inf``).
+    eos_confidence_zero: rank positions whose token is EOS/EoT last (the intended
+        behaviour of LLaDA's ``confidence_eos_eot_inf``, for both EOS and EoT).
+    stop_early: with a stop criterion, stop a row once its answer is settled.
+    """
+
+    registry_name = "sampler"
+    # Whether committed tokens can change later (remasking); such samplers cannot stop early.
+    remasks = False
+
+    def __init__(self, temperature: float = 0.0, suppress_eos: bool = False,
+                 eos_confidence_zero: bool = False, stop_early: bool = True):
+        if temperature < 0:
+            from boe_bench.errors import ConfigError
+
+            raise ConfigError(f"temperature must be >= 0, got {temperature}")
+        self.temperature = float(temperature)
+        self.suppress_eos = suppress_eos
+        self.eos_confidence_zero = eos_confidence_zero
+        self.stop_early = stop_early
+
+    @property
+    def name(self) -> str:
+        return self.registry_name
+
+    def generate(self, model: Denoiser, prompts: list[list[int]], schedule: Schedule,
+                 stop: StopCriterion | None = None, seed: int = 0, trace: bool = False) -> GenerationOutput:
+        generator = torch.Generator(device=model.device).manual_seed(seed)
+        state = DecodeState.start(model, prompts, schedule.gen_length, generator, trace)
+        started = time.perf_counter()
+        for block in range(schedule.num_blocks):
+            window = state.block_window(block, schedule.block_length)
+            budgets = transfer_counts((state.masked & window).sum(-1), schedule.steps_per_block)
+            for step in range(schedule.steps_per_block):
+                if not state.active.any():
+                    break
+                self.step(model, state, window, budgets[:, step])
+                if stop is not None and self.stop_early and not self.remasks:
+                    self._retire_finished(state, stop)
+        self.finish(model, state)
+        elapsed = time.perf_counter() - started
+        for acc in state.accounting:
+            acc.wall_s = elapsed / len(prompts)
+        return self._output(model, state, stop)
+
+    def step(self, model: Denoiser, state: DecodeState, window: Tensor, budget: Tensor) -> None:
+        """One forward, then commit the best ``budget`` positions by ``score``."""
+        logits = state.forward(model)
+        tokens = self.draw(model, logits, state)
+        scores = self.score(self.confidence_logits(model, logits), tokens, state)
+        state.commit_top(scores, tokens, window, budget)
+
+    def finish(self, model: Denoiser, state: DecodeState) -> None:
+        """Hook after the last step (e.g. ReMDM's final denoising)."""
+
+    def score(self, logits: Tensor, tokens: Tensor, state: DecodeState) -> Tensor:
+        """[B, L] ranking, higher unmasks first. Local policies override this."""
+        raise NotImplementedError(f"{type(self).__name__} must implement score() or step()")
+
+    def draw(self, model: Denoiser, logits: Tensor, state: DecodeState) -> Tensor:
+        if self.suppress_eos and model.eos_ids:
+            logits = logits.clone()
+            logits[..., list(model.eos_ids)] = float("-inf")
+        return sample_tokens(logits, self.temperature, state.generator)
+
+    def confidence_logits(self, model: Denoiser, logits: Tensor) -> Tensor:
+        """Untempered float32 logits that confidence-like scores are read from."""
+        logits = logits.float()
+        if (self.eos_confidence_zero or self.suppress_eos) and model.eos_ids:
+            logits = logits.clone()
+            logits[..., list(model.eos_ids)] = float("-inf")
+        return logits
+
+    def _retire_finished(self, state: DecodeState, stop: StopCriterion) -> None:
+        gen = state.x[:, state.prompt_length :]
+        for row in range(gen.shape[0]):
+            if state.active[row] and stop.done(gen[row], state.mask_id):
+                state.active[row] = False
+
+    def _output(self, model: Denoiser, state: DecodeState, stop: StopCriterion | None) -> GenerationOutput:
+        gen = state.x[:, state.prompt_length :].cpu()
+        stop = stop or StopCriterion(model.tokenizer, (), model.eos_ids)
+        texts = [stop.truncate(stop.settled_prefix(row, model.mask_id))[0] for row in gen]
+        return GenerationOutput(gen, texts, state.accounting, state.trace)
+
+
+class LocalPolicySampler(Sampler):
+    """A sampler whose ranking needs only this step's logits (confidence, margin, ...)."""
+
+    @abstractmethod
+    def score(self, logits: Tensor, tokens: Tensor, state: DecodeState) -> Tensor: ...

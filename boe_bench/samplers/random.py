@@ -1,0 +1,11 @@
+"""Random order (LLaDA's ``random`` remasking): every masked position equally likely next."""
+import torch
+
+from boe_bench.samplers import SAMPLERS
+from boe_bench.samplers.base import LocalPolicySampler
+
+
+@SAMPLERS.register("random")
+class RandomSampler(LocalPolicySampler):
+    def score(self, logits, tokens, state):
+        return torch.rand(tokens.shape, device=tokens.device, generator=state.generator)
