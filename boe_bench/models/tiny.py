@@ -11,9 +11,11 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from boe_bench.models import MODELS
 from boe_bench.models.transformer import TransformerDenoiser
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|eot|>", "<|mask|>", "<|system|>", "<|user|>", "<|assistant|>"]
+UNKNOWN = "<|unk|>"
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|eot|>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -23,8 +25,9 @@ CHAT_TEMPLATE = (
 def build_char_tokenizer() -> PreTrainedTokenizerFast:
     """One token per printable ASCII character plus the special tokens an MDM needs."""
     chars = [c for c in string.printable if c not in "\x0b\x0c"]
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + chars)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token=None))
+    # The unknown token goes last so that ids of the other tokens stay put.
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + chars + [UNKNOWN])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=UNKNOWN))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(
@@ -33,6 +36,7 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
         bos_token="<|bos|>",
         eos_token="<|eos|>",
         mask_token="<|mask|>",
+        unk_token=UNKNOWN,
         additional_special_tokens=SPECIAL_TOKENS[3:4] + SPECIAL_TOKENS[5:],
     )
     fast.chat_template = CHAT_TEMPLATE
@@ -59,6 +63,7 @@ def tiny_config(arch: str = "llama", n_layers: int = 2, d_model: int = 64, n_hea
     raise ValueError(f"unknown tiny architecture {arch!r}; use 'llama' (LLaDA) or 'qwen2' (Dream)")
 
 
+@MODELS.register("tiny")
 def build_tiny(arch: str = "llama", n_layers: int = 2, d_model: int = 64, n_heads: int = 4,
                n_kv_heads: int | None = None, seed: int = 0, dtype: str | torch.dtype = "float32",
                device: str = "cpu") -> TransformerDenoiser:

@@ -1,0 +1,112 @@
+"""The task protocol: documents in, prompts out, completions scored.
+
+A task knows its data (hub id by default, ``data_files`` for a local copy in the upstream
+format), how to turn a document into a prompt, where generation stops, and how to score a
+completion. Scoring is a pure function of (document, completion), so saved generations can
+be rescored without a model.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from boe_bench.errors import ConfigError
+
+
+class Task(ABC):
+    """Base of every task.
+
+    Subclasses set ``primary_metric`` (the headline key of ``aggregate``), ``until``
+    (stop sequences) and implement ``load_docs``, ``prompt_text`` and ``score``.
+    """
+
+    registry_name = "task"
+    primary_metric: str = "exact_match"
+    until: tuple[str, ...] = ()
+    # Whether the prompt is wrapped in the tokenizer's chat template (Instruct protocols).
+    chat: bool = False
+
+    def __init__(self, data_files: str | dict | None = None, protocol: str = "default"):
+        self.data_files = data_files
+        self.protocol = protocol
+        self._docs: list[dict] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.registry_name
+
+    def docs(self) -> list[dict]:
+        """Every evaluation document, each with a unique string ``id``, in a fixed order."""
+        if self._docs is None:
+            self._docs = self.load_docs()
+            ids = [d["id"] for d in self._docs]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"task {self.name} produced duplicate document ids")
+        return self._docs
+
+    @abstractmethod
+    def load_docs(self) -> list[dict]: ...
+
+    @abstractmethod
+    def prompt_text(self, doc: dict) -> str:
+        """The prompt as text (for chat protocols, the user message content)."""
+
+    def prompt_ids(self, doc: dict, tokenizer) -> list[int]:
+        text = self.prompt_text(doc)
+        if self.chat:
+            messages = [{"role": "user", "content": text}]
+            templated = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return tokenizer(templated + self.assistant_prefix, add_special_tokens=False)["input_ids"]
+        return tokenizer(text)["input_ids"]
+
+    # Text the assistant's turn starts with (d1 prefills "<reasoning>").
+    assistant_prefix: str = ""
+
+    @abstractmethod
+    def score(self, doc: dict, completion: str) -> dict:
+        """Per-example metrics (numbers) plus ``answer``, the extracted answer."""
+
+    def aggregate(self, records: list[dict]) -> dict:
+        """Task-level metrics from per-example ``metrics`` dicts; the mean by default."""
+        if not records:
+            return {}
+        keys = [k for k, v in records[0]["metrics"].items() if isinstance(v, (int, float, bool))]
+        return {k: sum(float(r["metrics"][k]) for r in records) / len(records) for k in keys}
+
+    def describe(self) -> dict:
+        return {"task": self.name, "protocol": self.protocol, "until": list(self.until), "chat": self.chat}
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Rows of a local data file in its upstream format: .jsonl, .json (list) or .csv."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"data file {str(path)!r} does not exist")
+    if path.suffix == ".jsonl":
+        with path.open() as f:
+            return [json.loads(line) for line in f if line.strip()]
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        return data if isinstance(data, list) else data.get("data", data)
+    if path.suffix == ".csv":
+        import csv
+
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+    raise ConfigError(f"data file {str(path)!r} has an unsupported extension (use .jsonl, .json or .csv)")
+
+
+def load_split(hub_id: str, split: str, data_files: str | None, config: str | None = None) -> list[dict]:
+    """A split from a local file when given, else from the HF hub (or its local cache)."""
+    if data_files:
+        return read_records(data_files)
+    try:
+        import datasets
+
+        return list(datasets.load_dataset(hub_id, config, split=split))
+    except Exception as err:  # the hub raises many types; the user needs one sentence
+        raise ConfigError(
+            f"cannot load {hub_id!r} ({split}) from the hub ({type(err).__name__}); "
+            f"pass task.data_files=<local copy in the upstream format>"
+        ) from err

@@ -1,0 +1,79 @@
+"""GSM8K, lm-eval's ``gsm8k`` protocol (v3.0), the one LLaDA-Base is evaluated with.
+
+5 shots drawn from train with ``random.Random(1234).sample``, ``Question: ...\\nAnswer:``
+blocks joined by blank lines, stop at ``Question:``; scored by exact match after lm-eval's
+normalisation, under a strict (``#### n``) and a flexible (last number) extraction.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+from boe_bench.tasks import TASKS
+from boe_bench.tasks.base import Task, load_split
+
+STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
+FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+# lm-eval's regexes_to_ignore, applied to prediction and reference alike.
+IGNORE = [",", "\\$", "(?s).*#### ", "\\.$"]
+FEWSHOT_SEED = 1234
+INVALID = "[invalid]"
+
+
+def normalise(text: str) -> str:
+    for pattern in IGNORE:
+        text = re.sub(pattern, "", text)
+    return text.lower().strip()
+
+
+def extract_strict(completion: str) -> str:
+    match = STRICT.search(completion)
+    return match.group(1).strip() if match else INVALID
+
+
+def extract_flexible(completion: str) -> str:
+    matches = FLEXIBLE.findall(completion)
+    if not matches:
+        return INVALID
+    last = matches[-1]
+    return next(group for group in last if group).strip()
+
+
+def reference_answer(doc: dict) -> str:
+    return normalise(doc["answer"])
+
+
+@TASKS.register("gsm8k")
+class GSM8K(Task):
+    primary_metric = "exact_match_flexible"
+    until = ("Question:", "</s>", "<|im_end|>")
+
+    def __init__(self, data_files: dict | None = None, num_fewshot: int = 5, protocol: str = "lmeval"):
+        super().__init__(data_files, protocol)
+        self.num_fewshot = num_fewshot
+        self._shots: list[dict] | None = None
+
+    def _file(self, split: str) -> str | None:
+        return (self.data_files or {}).get(split)
+
+    def load_docs(self) -> list[dict]:
+        rows = load_split("openai/gsm8k", "test", self._file("test"), config="main")
+        return [{"id": f"gsm8k-{i}", **row} for i, row in enumerate(rows)]
+
+    def fewshot_block(self) -> str:
+        if self._shots is None:
+            pool = load_split("openai/gsm8k", "train", self._file("train"), config="main") if self.num_fewshot else []
+            self._shots = random.Random(FEWSHOT_SEED).sample(pool, self.num_fewshot)
+        return "".join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in self._shots)
+
+    def prompt_text(self, doc: dict) -> str:
+        return f"{self.fewshot_block()}Question: {doc['question']}\nAnswer:"
+
+    def score(self, doc: dict, completion: str) -> dict:
+        gold = reference_answer(doc)
+        strict, flexible = extract_strict(completion), extract_flexible(completion)
+        return {
+            "answer": flexible,
+            "exact_match_strict": float(normalise(strict) == gold),
+            "exact_match_flexible": float(normalise(flexible) == gold),
+        }
