@@ -71,8 +71,10 @@ def read_records(path: Path) -> list[dict]:
 
 
 def append_records(path: Path, records: list[dict]) -> None:
+    # A line torn by a kill has no newline; start a fresh one so it stays the only casualty.
+    torn = path.exists() and path.stat().st_size > 0 and path.read_bytes()[-1:] != b"\n"
     with path.open("a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
+        f.write("\n" * torn + "".join(json.dumps(r) + "\n" for r in records))
         f.flush()
         os.fsync(f.fileno())
 
