@@ -91,7 +91,9 @@ class Denoiser(nn.Module, ABC):
 
         Their queries attend over the frozen keys/values of every row in ``state``, with
         the live rows' own keys/values recomputed from ``live_embeds`` [B, A, d] and
-        written back into their slots. Returns row logits [B, A, V]. With live_embeds
+        written back into their slots. Entries equal to L pad rows with fewer live rows:
+        they are computed, nothing attends to them, and their outputs mean nothing.
+        Returns row logits [B, A, V]. With live_embeds
         equal to the embeddings the state was captured from, the result equals the full
         forward's logits at those rows.
         """

@@ -14,6 +14,16 @@ from torch import Tensor
 from boe_bench.models.base import Denoiser, FrozenState, positions_from_mask
 
 
+def _rms_norm(norm, x: Tensor) -> Tensor:
+    """The stock RMSNorm (statistics in float32, result in the input dtype), except that a
+    float64 model keeps float64: the stock module would round it to float32, which makes
+    finite-difference checks of gradients meaningless."""
+    compute = torch.promote_types(x.dtype, torch.float32)
+    h = x.to(compute)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * h.to(x.dtype)
+
+
 def _apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -69,7 +79,7 @@ class TransformerDenoiser(Denoiser):
         return cos[:, None].to(h.dtype), sin[:, None].to(h.dtype)
 
     def _head(self, h: Tensor) -> Tensor:
-        return self.hf.lm_head(self.hf.model.norm(h))
+        return self.hf.lm_head(_rms_norm(self.hf.model.norm, h))
 
     def forward_rows(self, embeds, attention_mask=None, time=None, capture=False, ids=None):
         b, n, _ = embeds.shape
@@ -82,29 +92,37 @@ class TransformerDenoiser(Denoiser):
         keys, values = [], []
         h = embeds
         for layer in self.hf.model.layers:
-            q, k, v = self._qkv(layer, layer.input_layernorm(h), cos, sin)
+            q, k, v = self._qkv(layer, _rms_norm(layer.input_layernorm, h), cos, sin)
             if capture:
                 keys.append(k.detach())
                 values.append(v.detach())
             h = h + self._attend(layer, q, k, v, bias)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
         state = FrozenState(keys, values, positions, key_mask) if capture else None
         return self._head(h), state
 
     def live_forward(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> Tensor:
-        positions = state.positions.gather(1, live_rows)
-        bias = self._attention_bias(state.key_mask, live_embeds.dtype)
+        length = state.key_mask.shape[1]
+        key_mask, keys, values = state.key_mask, state.keys, state.values
+        if (live_rows == length).any():
+            # Padding entries write into one extra slot that no query attends to, so they
+            # open no gradient path between the real live rows.
+            key_mask = torch.cat([key_mask, key_mask.new_zeros(key_mask.shape[0], 1)], dim=1)
+            keys = [torch.cat([k, k.new_zeros(*k.shape[:2], 1, k.shape[3])], dim=2) for k in keys]
+            values = [torch.cat([v, v.new_zeros(*v.shape[:2], 1, v.shape[3])], dim=2) for v in values]
+        positions = state.positions.gather(1, live_rows.clamp(max=length - 1))
+        bias = self._attention_bias(key_mask, live_embeds.dtype)
         cos, sin = self._rotary(live_embeds, positions)
         slot = live_rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)
         h = live_embeds
-        for layer, k_frozen, v_frozen in zip(self.hf.model.layers, state.keys, state.values):
-            q, k, v = self._qkv(layer, layer.input_layernorm(h), cos, sin)
+        for layer, k_frozen, v_frozen in zip(self.hf.model.layers, keys, values):
+            q, k, v = self._qkv(layer, _rms_norm(layer.input_layernorm, h), cos, sin)
             # Writing the fresh keys/values back into their own slots (not appending them)
             # keeps the summation order of the full forward, hence bit-equal logits.
             k_all = k_frozen.scatter(2, slot, k)
             v_all = v_frozen.scatter(2, slot, v)
             h = h + self._attend(layer, q, k_all, v_all, bias)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
         return self._head(h)
 
 

@@ -146,8 +146,16 @@ class DecodeState:
                 acc.live_rows_fwd += int(live_rows_fwd[row]) if torch.is_tensor(live_rows_fwd) else live_rows_fwd
                 acc.live_rows_bwd += int(live_rows_bwd[row]) if torch.is_tensor(live_rows_bwd) else live_rows_bwd
 
+    def masked_fraction(self, unmasked_next: Tensor | int = 0) -> Tensor:
+        """[B] diffusion time t of each row: the masked fraction of its generation region
+        (after ``unmasked_next`` more tokens are revealed, for a lookahead at t - 1)."""
+        gen_masked = self.masked[:, self.prompt_length :].sum(-1) - unmasked_next
+        return gen_masked.float() / max(self.seq_len - self.prompt_length, 1)
+
     def forward(self, model: Denoiser, time: Tensor | None = None) -> Tensor:
         """Logits for the whole canvas, counted as one NFE for every active row."""
+        if time is None and model.time_conditioned:
+            time = self.masked_fraction()
         with torch.no_grad():
             logits = model(self.x, attention_mask=self.attention_mask, time=time)
         self.count_forward()

@@ -1,0 +1,232 @@
+"""BoE: Theorem 3.1, ActiveQueryAttention against naive eq. 30, the dense path against plain
+autograd, the zero-gradient trap, eqs. 15/19, padding, and accounting (design/boe.md)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from boe_bench.errors import ConfigError
+from boe_bench.models.base import positions_from_mask
+from boe_bench.models.tiny import build_tiny
+from boe_bench.samplers import Schedule, build_sampler
+from boe_bench.samplers.base import DecodeState
+from boe_bench.samplers.boe import BoESampler, entropy, gated_score
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def model64(request):
+    return build_tiny(request.param, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, seed=1, dtype="float64")
+
+
+def setup_step(model, texts=("Question: 3+4?\nAnswer:",), gen_length=8, n_candidates=3):
+    """A decoding state mid-way: prompt, some written tokens, masks, and a candidate set."""
+    prompts = [model.tokenizer(t)["input_ids"] for t in texts]
+    state = DecodeState.start(model, prompts, gen_length)
+    state.x[:, state.prompt_length + 1] = model.tokenizer.convert_tokens_to_ids("7")
+    logits, frozen = model.forward_with_state(state.x, state.attention_mask)
+    probs = logits.softmax(-1)
+    delta = probs @ model.embedding_matrix - model.mask_embedding
+    cand = torch.zeros_like(state.masked)
+    masked_positions = state.masked[0].nonzero().flatten()
+    cand[:, masked_positions[1 : 1 + n_candidates]] = True
+    return state, frozen, cand, delta
+
+
+def rms(norm, h):
+    return norm.weight * h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+
+
+def naive_eq30_rows(model, embeds, attention_mask, active):
+    """Dense autograd through the stock modules, with eq. 30's stop-gradient on the attention
+    output of every inactive query row."""
+    hf = model.hf
+    positions = positions_from_mask(attention_mask)
+    bias = torch.zeros(attention_mask.shape, dtype=embeds.dtype).masked_fill(~attention_mask.bool(), -1e30)
+    cos, sin = hf.model.rotary_emb(embeds, positions)
+    h = embeds
+    b, n, _ = embeds.shape
+    for layer in hf.model.layers:
+        attn = layer.self_attn
+        x = rms(layer.input_layernorm, h)
+        q = attn.q_proj(x).view(b, n, -1, model.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(b, n, -1, model.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(b, n, -1, model.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        repeat = q.shape[1] // k.shape[1]
+        y = F.scaled_dot_product_attention(q, k.repeat_interleave(repeat, 1), v.repeat_interleave(repeat, 1),
+                                           attn_mask=bias[:, None, None, :])
+        y = attn.o_proj(y.transpose(1, 2).reshape(b, n, -1))
+        y = torch.where(active[..., None], y, y.detach())
+        h = h + y
+        h = h + layer.mlp(rms(layer.post_attention_layernorm, h))
+    return hf.lm_head(rms(hf.model.norm, h))
+
+
+def tis_from_rows_fn(model, state, cand, targets, delta, rows_fn):
+    embeds = model.embed(state.x).detach().requires_grad_(True)
+    rows = rows_fn(embeds)
+    objective = (entropy(rows) * BoESampler.prediction_mask(model, targets)).sum()
+    (grad,) = torch.autograd.grad(objective, embeds)
+    return torch.where(cand, -(grad * delta).sum(-1), 0.0)
+
+
+def test_live_row_tis_equals_naive_eq30(model64):
+    state, frozen, cand, delta = setup_step(model64)
+    sampler = BoESampler(rows="masked")
+    targets = state.masked & ~cand
+    live_tis = sampler.live_tis(model64, state, frozen, cand, targets, delta)
+    # The live set the sampler uses: masked rows plus the prediction rows of the targets.
+    active = state.masked | BoESampler.prediction_mask(model64, targets)
+    naive = tis_from_rows_fn(model64, state, cand, targets, delta,
+                             lambda e: naive_eq30_rows(model64, e, state.attention_mask, active))
+    assert live_tis[cand].abs().min() > 0
+    assert torch.allclose(live_tis.double(), naive, rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_dense_tis_equals_plain_autograd_of_stock_model(arch):
+    # float32: the stock RMSNorm rounds float64 to float32, so compare where both are exact.
+    model = build_tiny(arch, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, seed=1)
+    state, _, cand, delta = setup_step(model)
+    targets = state.masked & ~cand
+    embeds = model.embed(state.x).detach().requires_grad_(True)
+    rows, _ = model.forward_rows(embeds, state.attention_mask)
+    ours = BoESampler(rows="all").dense_tis(model, rows, embeds, cand, targets, delta)
+    bias = model._attention_bias(state.attention_mask.bool(), torch.float32)
+    stock = tis_from_rows_fn(model, state, cand, targets, delta, lambda e: model.hf(
+        inputs_embeds=e, attention_mask=bias, position_ids=positions_from_mask(state.attention_mask)).logits)
+    assert ours[cand].abs().min() > 0
+    assert torch.allclose(ours, stock, rtol=1e-4, atol=1e-9)
+
+
+def test_theorem_3_1_tis_is_the_directional_derivative(model64):
+    state, _, cand, delta = setup_step(model64)
+    targets = state.masked & ~cand
+    embeds = model64.embed(state.x).detach().requires_grad_(True)
+    rows, _ = model64.forward_rows(embeds, state.attention_mask)
+    tis = BoESampler(rows="all").dense_tis(model64, rows, embeds, cand, targets, delta)
+    target_rows = BoESampler.prediction_mask(model64, targets)
+    base = model64.embed(state.x).detach()
+
+    def f(i, a):
+        e = base.clone()
+        e[0, i] = model64.mask_embedding + a * delta[0, i]
+        with torch.no_grad():
+            return float((entropy(model64.forward_rows(e, state.attention_mask)[0]) * target_rows).sum())
+
+    eps = 1e-4
+    for i in cand[0].nonzero().flatten().tolist():
+        # Central difference: its error is O(eps^2), far below the tolerance.
+        finite_difference = (f(i, -eps) - f(i, eps)) / (2 * eps)
+        assert finite_difference == pytest.approx(tis[0, i].item(), rel=1e-5)
+        grid = torch.linspace(0, 1, 41).tolist()
+        values = [f(i, a) for a in grid]
+        h = grid[1] - grid[0]
+        second = [abs(values[k - 1] - 2 * values[k] + values[k + 1]) / h**2 for k in range(1, len(grid) - 1)]
+        slack = 1.05 * max(second) / 2 + 1e-9
+        assert abs((f(i, 0.0) - f(i, 1.0)) - tis[0, i].item()) <= slack
+
+
+def test_leave_one_out_candidates_match_per_candidate_naive(model64):
+    state, frozen, cand, delta = setup_step(model64, n_candidates=4)
+    sampler = BoESampler(rows="candidates")
+    ours = sampler.live_tis(model64, state, frozen, cand, cand, delta)
+    active = cand | BoESampler.prediction_mask(model64, cand)
+    for i in cand[0].nonzero().flatten().tolist():
+        others = cand.clone()
+        others[0, i] = False
+        naive = tis_from_rows_fn(model64, state, cand, others, delta,
+                                 lambda e: naive_eq30_rows(model64, e, state.attention_mask, active))
+        assert ours[0, i].item() == pytest.approx(naive[0, i].item(), rel=1e-5, abs=1e-12)
+
+
+def test_zero_gradient_trap_is_real_and_refused(model64):
+    state, _, cand, delta = setup_step(model64)
+    # Targets whose prediction rows lie outside the live (= candidate) rows; for Dream a
+    # target right after a candidate is read at that candidate's row, so it is left out.
+    targets = state.masked & ~cand & ~torch.roll(cand, model64.logit_shift, dims=1)
+    literal = tis_from_rows_fn(model64, state, cand, targets, delta,
+                               lambda e: naive_eq30_rows(model64, e, state.attention_mask, cand))
+    assert literal.abs().max() == 0  # eq. 11 targets + eq. 30 with A_t = C_t steer by nothing
+    with pytest.raises(ConfigError, match="TIS = 0"):
+        BoESampler(rows="candidates", targets="rest")
+
+
+@pytest.mark.parametrize("rows", ["masked", "candidates", "all"])
+def test_default_and_variants_never_give_all_zero_tis(tiny_llada, rows):
+    prompt = tiny_llada.tokenizer("Question: 5*5?\nAnswer:")["input_ids"]
+    out = build_sampler("boe", rows=rows).generate(tiny_llada, [prompt], Schedule(32, 8, 32), trace=True)
+    scored = [v for step in out.trace for v in step["tis_chosen"][0] + step["tis_rejected"][0]]
+    assert scored and any(v != 0 for v in scored)
+
+
+@pytest.mark.parametrize("bad", [dict(rho=0.0), dict(rho=1.5), dict(rows="some"),
+                                 dict(anti_collapse={"floor_schedule": "sideways"})])
+def test_bad_knobs_are_config_errors(bad):
+    with pytest.raises(ConfigError):
+        BoESampler(**bad)
+
+
+def test_gating_prefers_confident_candidates_at_equal_tis():
+    vocab = 10
+    tis = torch.tensor([1.0, 1.0, 1.2])
+    ent = torch.tensor([0.1, 2.0, math.log(vocab)])
+    score = gated_score(tis, ent, vocab, gate=True, lam=0.0, floor=0.0)
+    assert torch.allclose(score, tis * (1 - ent / math.log(vocab)))
+    assert score.argmax() == 0 and score[2] == 0  # a uniform position carries no weight
+    assert gated_score(tis, ent, vocab, gate=False, lam=0.0, floor=0.0).argmax() == 2
+
+
+def test_anti_collapse_penalises_entropy_below_the_floor():
+    tis = torch.tensor([1.0, 0.9, 0.8])
+    ent = torch.tensor([0.05, 0.6, 1.5])
+    score = gated_score(tis, ent, 100, gate=False, lam=2.0, floor=0.5)
+    assert torch.allclose(score, tis - 2.0 * torch.tensor([0.45**2, 0.0, 0.0]))
+    assert score.argmax() == 1  # the near-deterministic candidate loses its lead early on
+
+
+def test_floor_and_lambda_schedules():
+    sampler = BoESampler(anti_collapse={"lam": 1.0, "h_max": 2.0, "anneal": "linear"})
+    sampler.total_steps = 4
+    assert sampler.anti_collapse_terms(0) == (1.0, 2.0)  # t = T: high floor early
+    assert sampler.anti_collapse_terms(3) == (0.25, 0.5)
+    rising = BoESampler(anti_collapse={"h_max": 2.0, "floor_schedule": "increasing"})
+    rising.total_steps = 4
+    assert rising.anti_collapse_terms(0)[1] == 0.0 and rising.anti_collapse_terms(3)[1] == 1.5
+    assert BoESampler(anti_collapse={"enabled": False}).anti_collapse_terms(0) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("rows", ["masked", "candidates"])
+def test_batched_tis_equals_one_prompt_at_a_time(model64, rows):
+    texts = ["a considerably longer prompt", "short"]
+    sampler = BoESampler(rows=rows, rho=0.5)
+    schedule = Schedule(16, 4, 16)
+    prompts = [model64.tokenizer(t)["input_ids"] for t in texts]
+    batch = sampler.generate(model64, prompts, schedule, trace=True)
+    for row, prompt in enumerate(prompts):
+        alone = sampler.generate(model64, [prompt], schedule, trace=True)
+        assert torch.equal(batch.tokens[row], alone.tokens[0])
+        for step_b, step_a in zip(batch.trace, alone.trace):
+            assert step_b["tis_chosen"][row] == pytest.approx(step_a["tis_chosen"][0], rel=1e-6, abs=1e-12)
+            assert step_b["tis_rejected"][row] == pytest.approx(step_a["tis_rejected"][0], rel=1e-6, abs=1e-12)
+
+
+def test_accounting_records_what_ran(tiny_llada):
+    prompt = tiny_llada.tokenizer("Question: 1+2?\nAnswer:")["input_ids"]
+    schedule = Schedule(32, 16, 16)
+    masked = build_sampler("boe").generate(tiny_llada, [prompt], schedule).accounting[0]
+    dense = build_sampler("boe", rows="all").generate(tiny_llada, [prompt], schedule).accounting[0]
+    assert masked.nfe == dense.nfe == 16  # time-independent: the step forward is the surrogate
+    assert masked.live_rows_fwd > 0 and masked.live_rows_bwd == masked.live_rows_fwd
+    assert dense.live_rows_fwd == 0 and dense.live_rows_bwd % (len(prompt) + 32) == 0
+    assert masked.cost_fwd_equiv < dense.cost_fwd_equiv
+
+
+def test_dense_diagnostic_reports_cosine_and_overlap(tiny_llada):
+    prompt = tiny_llada.tokenizer("Q: hi\nA:")["input_ids"]
+    sampler = build_sampler("boe", diagnose_dense=True, rho=1.0)
+    out = sampler.generate(tiny_llada, [prompt], Schedule(16, 4, 16), trace=True)
+    ranked = [s for s in out.trace if s["tis_rejected"][0]]
+    assert ranked and all(-1 <= s["dense_cosine"][0] <= 1 and 0 <= s["dense_topb_overlap"][0] <= 1 for s in ranked)
