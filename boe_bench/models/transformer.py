@@ -36,6 +36,8 @@ class TransformerDenoiser(Denoiser):
     def __init__(self, hf_model, tokenizer, mask_id: int, eos_ids=(), logit_shift: int = 0, name: str = ""):
         super().__init__()
         make_bidirectional(hf_model)
+        # Inference only: BoE differentiates w.r.t. inputs, never weights, so keep no weight graph.
+        hf_model.requires_grad_(False)
         self.hf = hf_model
         self.tokenizer = tokenizer
         self.mask_id = int(mask_id)

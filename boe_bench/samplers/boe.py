@@ -45,6 +45,16 @@ def inner(a: Tensor, b: Tensor) -> Tensor:
     return (a.to(dtype) * b.to(dtype)).sum(-1)
 
 
+def soft_write_shift(model: Denoiser, probs: Tensor, where: Tensor) -> Tensor:
+    """De_i = stopgrad(E^T pi_i) - e_m (eqs. 10, 29) at the ``where`` positions, 0 elsewhere.
+
+    Computed only where needed: E^T pi over the whole canvas would cost a vocabulary-sized
+    matmul per row, as much as the LM head itself."""
+    delta = torch.zeros(*probs.shape[:2], model.embedding_matrix.shape[1], dtype=model.dtype, device=probs.device)
+    delta[where] = probs[where].to(model.dtype) @ model.embedding_matrix - model.mask_embedding
+    return delta.detach()
+
+
 def gated_score(tis: Tensor, ent: Tensor, vocab_size: int, gate: bool, lam: float, floor: float) -> Tensor:
     """Eqs. 15 and 19: confidence-gated TIS minus the anti-collapse penalty."""
     score = tis
@@ -123,7 +133,7 @@ class BoESampler(Sampler):
         cand_ranked = cand & ranked[:, None]
         targets = cand_ranked if self.targets == "candidates" else state.masked & ranked[:, None] & ~cand
         tis = torch.zeros_like(ent)
-        delta = (probs.to(model.dtype) @ model.embedding_matrix - model.mask_embedding).detach()
+        delta = soft_write_shift(model, probs, cand)
         if ranked.any():
             if self.rows == "all":
                 tis = self.dense_tis(model, dense_rows, dense_embeds, cand_ranked, targets, delta)
