@@ -6,6 +6,7 @@ cut off by the kill is dropped and its document redone.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -133,23 +134,30 @@ def summarise(task, records: list[dict], cfg: DictConfig, job_wall_s: float) -> 
         "mean_cost_fwd_equiv": mean("cost_fwd_equiv"),
         "generation_wall_s": sum(r["accounting"]["wall_s"] for r in records),
         "job_wall_s": job_wall_s,
+        "schedule": dataclasses.asdict(resolve_schedule(cfg, task)),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": environment_info(),
         "config_hash": hashlib.sha256(json.dumps(generation_config(cfg), sort_keys=True).encode()).hexdigest()[:12],
     }
 
 
+def resolve_schedule(cfg: DictConfig, task) -> Schedule:
+    """The command's gen_length/steps/block_length, each falling back to the task's default."""
+    chosen = {key: cfg[key] if cfg[key] is not None else task.default_schedule[key] for key in task.default_schedule}
+    return Schedule(**chosen)
+
+
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    schedule = Schedule(cfg.gen_length, cfg.steps, cfg.block_length)
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    task = instantiate(cfg.task, "task")
+    schedule = resolve_schedule(cfg, task)
     check_resumable(out_dir, cfg)
     torch.manual_seed(cfg.seed)
 
-    task = instantiate(cfg.task, "task")
     sampler = instantiate(cfg.sampler, "sampler")
     docs = shard_docs(task.docs(), cfg.limit, cfg.shard.index, cfg.shard.count)
     examples_path = out_dir / EXAMPLES
@@ -166,7 +174,9 @@ def run(cfg: DictConfig) -> dict:
             prompts = [task.prompt_ids(doc, model.tokenizer) for _, doc in batch]
             # Seeded by the first document's position, so a resumed job draws what an
             # uninterrupted one would have drawn for the same batch.
-            output = sampler.generate(model, prompts, schedule, stop=stop, seed=cfg.seed + batch[0][0])
+            init = [task.initial_generation(doc, model.tokenizer) for _, doc in batch]
+            output = sampler.generate(model, prompts, schedule, stop=stop, seed=cfg.seed + batch[0][0],
+                                      gen_init=None if init[0] is None else init)
             records = []
             for (_, doc), text, accounting in zip(batch, output.texts, output.accounting):
                 metrics = task.score(doc, text)

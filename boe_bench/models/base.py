@@ -130,6 +130,17 @@ class Denoiser(nn.Module, ABC):
         return (positions - self.logit_shift).clamp(min=0)
 
 
+def frozen_with_padding_slot(state: FrozenState, live_rows: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """(key_mask, keys, values) of ``state``, with one extra masked slot when ``live_rows``
+    holds padding entries (== L): they write there, and no query attends to it, so they
+    open no gradient path between the real live rows."""
+    if not (live_rows == state.key_mask.shape[1]).any():
+        return state.key_mask, state.keys, state.values
+    key_mask = torch.cat([state.key_mask, state.key_mask.new_zeros(state.key_mask.shape[0], 1)], dim=1)
+    pad = lambda t: torch.cat([t, t.new_zeros(*t.shape[:2], 1, t.shape[3])], dim=2)  # noqa: E731
+    return key_mask, [pad(k) for k in state.keys], [pad(v) for v in state.values]
+
+
 def positions_from_mask(attention_mask: Tensor) -> Tensor:
     """Position ids that ignore left padding, so a padded prompt sees what it would alone."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from boe_bench.models.base import Denoiser, FrozenState, positions_from_mask
+from boe_bench.models.base import Denoiser, FrozenState, frozen_with_padding_slot, positions_from_mask
 
 
 def _rms_norm(norm, x: Tensor) -> Tensor:
@@ -105,13 +105,7 @@ class TransformerDenoiser(Denoiser):
 
     def live_forward(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> Tensor:
         length = state.key_mask.shape[1]
-        key_mask, keys, values = state.key_mask, state.keys, state.values
-        if (live_rows == length).any():
-            # Padding entries write into one extra slot that no query attends to, so they
-            # open no gradient path between the real live rows.
-            key_mask = torch.cat([key_mask, key_mask.new_zeros(key_mask.shape[0], 1)], dim=1)
-            keys = [torch.cat([k, k.new_zeros(*k.shape[:2], 1, k.shape[3])], dim=2) for k in keys]
-            values = [torch.cat([v, v.new_zeros(*v.shape[:2], 1, v.shape[3])], dim=2) for v in values]
+        key_mask, keys, values = frozen_with_padding_slot(state, live_rows)
         positions = state.positions.gather(1, live_rows.clamp(max=length - 1))
         bias = self._attention_bias(key_mask, live_embeds.dtype)
         cos, sin = self._rotary(live_embeds, positions)

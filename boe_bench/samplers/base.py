@@ -99,8 +99,11 @@ class DecodeState:
 
     @classmethod
     def start(cls, model: Denoiser, prompts: list[list[int]], gen_length: int,
-              generator: torch.Generator | None = None, trace: bool = False) -> "DecodeState":
-        batch, prompt_length = len(prompts), max(len(p) for p in prompts)
+              generator: torch.Generator | None = None, trace: bool = False,
+              gen_init: list[list[int]] | None = None) -> "DecodeState":
+        """``gen_init`` pre-fills the generation region (MASK where the sampler decides), for
+        infilling tasks such as puzzles whose clues sit among the unknowns."""
+        batch, prompt_length = len(prompts), max((len(p) for p in prompts), default=0)
         length = prompt_length + gen_length
         x = torch.full((batch, length), model.mask_id, dtype=torch.long)
         attention_mask = torch.ones(batch, length, dtype=torch.long)
@@ -109,6 +112,10 @@ class DecodeState:
             x[row, :pad] = model.pad_id
             attention_mask[row, :pad] = 0
             x[row, pad:prompt_length] = torch.tensor(prompt, dtype=torch.long)
+            if gen_init is not None:
+                if len(gen_init[row]) != gen_length:
+                    raise ValueError(f"gen_init row {row} has {len(gen_init[row])} tokens, expected {gen_length}")
+                x[row, prompt_length:] = torch.tensor(gen_init[row], dtype=torch.long)
         return cls(
             x=x.to(model.device),
             attention_mask=attention_mask.to(model.device),
@@ -213,13 +220,14 @@ class Sampler(ABC):
         return self.registry_name
 
     def generate(self, model: Denoiser, prompts: list[list[int]], schedule: Schedule,
-                 stop: StopCriterion | None = None, seed: int = 0, trace: bool = False) -> GenerationOutput:
+                 stop: StopCriterion | None = None, seed: int = 0, trace: bool = False,
+                 gen_init: list[list[int]] | None = None) -> GenerationOutput:
         generator = torch.Generator(device=model.device).manual_seed(seed)
-        state = DecodeState.start(model, prompts, schedule.gen_length, generator, trace)
+        state = DecodeState.start(model, prompts, schedule.gen_length, generator, trace, gen_init)
         started = time.perf_counter()
         for block in range(schedule.num_blocks):
             window = state.block_window(block, schedule.block_length)
-            budgets = transfer_counts((state.masked & window).sum(-1), schedule.steps_per_block)
+            budgets = transfer_counts(state.candidates(window).sum(-1), schedule.steps_per_block)
             for step in range(schedule.steps_per_block):
                 if not state.active.any():
                     break

@@ -97,6 +97,7 @@ class BoESampler(Sampler):
         self.total_steps = 1
 
     def generate(self, model, prompts, schedule, **kwargs):
+        # The floor and lambda schedules count steps against the total T.
         self.total_steps = schedule.steps
         return super().generate(model, prompts, schedule, **kwargs)
 
@@ -112,6 +113,14 @@ class BoESampler(Sampler):
     def step(self, model: Denoiser, state: DecodeState, window: Tensor, budget: Tensor) -> None:
         steps_done = state.extras.get("boe_steps", 0)
         state.extras["boe_steps"] = steps_done + 1
+        ranking = self.rank(model, state, window, budget, steps_done)
+        chosen = top_per_row(ranking["score"], ranking["candidates"], budget)
+        if state.trace is not None:
+            self.record(model, state, chosen, budget, ranking)
+        state.commit(chosen, ranking["tokens"])
+
+    def rank(self, model: Denoiser, state: DecodeState, window: Tensor, budget: Tensor, steps_done: int = 0) -> dict:
+        """This step's tokens, candidates, entropies, TIS and scores (nothing committed)."""
         allowed = state.candidates(window)
         dense_embeds = dense_rows = frozen = None
         if self.rows == "all":
@@ -149,10 +158,8 @@ class BoESampler(Sampler):
                 tis = self.live_tis(model, state, frozen, cand_ranked, targets, delta)
         lam, floor = self.anti_collapse_terms(steps_done)
         score = gated_score(tis, ent, model.vocab_size, self.gate, lam, floor)
-        chosen = top_per_row(score, cand, budget)
-        if state.trace is not None:
-            self.record(model, state, ent, tis, cand, chosen, budget, targets, delta)
-        state.commit(chosen, tokens)
+        return {"tokens": tokens, "candidates": cand, "targets": targets, "entropy": ent, "tis": tis,
+                "score": score, "delta": delta}
 
     def live_tis(self, model, state, frozen, cand: Tensor, targets: Tensor, delta: Tensor) -> Tensor:
         """[B, L] TIS at candidate positions through the live-row recompute."""
@@ -208,8 +215,10 @@ class BoESampler(Sampler):
         shifted[:, : -model.logit_shift] = positions[:, model.logit_shift :]
         return shifted
 
-    def record(self, model, state, ent, tis, cand, chosen, budget, targets, delta) -> None:
+    def record(self, model, state, chosen, budget, ranking: dict) -> None:
         """Per-step trace; the dense comparison here is diagnostic and not counted."""
+        ent, tis, cand = ranking["entropy"], ranking["tis"], ranking["candidates"]
+        targets, delta = ranking["targets"], ranking["delta"]
         rows = range(tis.shape[0])
         entry = {
             "masked_entropy_total": (ent * state.masked).sum(-1).tolist(),

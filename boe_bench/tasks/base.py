@@ -62,6 +62,13 @@ class Task(ABC):
 
     # Text the assistant's turn starts with (d1 prefills "<reasoning>").
     assistant_prefix: str = ""
+    # The paper's default schedule for this task: two tokens per step, blocks of 32.
+    default_schedule: dict = {"gen_length": 256, "steps": 128, "block_length": 32}
+
+    def initial_generation(self, doc: dict, tokenizer) -> list[int] | None:
+        """Tokens the generation region starts from (MASK where the sampler decides), for
+        infilling tasks; None: all MASK."""
+        return None
 
     @abstractmethod
     def score(self, doc: dict, completion: str) -> dict:
