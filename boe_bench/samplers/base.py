@@ -203,6 +203,8 @@ class Sampler(ABC):
     registry_name = "sampler"
     # Whether committed tokens can change later (remasking); such samplers cannot stop early.
     remasks = False
+    # Whether ``step`` picks its own number of tokens (budget None); NFE then varies.
+    adaptive = False
 
     def __init__(self, temperature: float = 0.0, suppress_eos: bool = False,
                  eos_confidence_zero: bool = False, stop_early: bool = True):
@@ -227,6 +229,14 @@ class Sampler(ABC):
         started = time.perf_counter()
         for block in range(schedule.num_blocks):
             window = state.block_window(block, schedule.block_length)
+            if self.adaptive:
+                # The sampler decides how many tokens each step commits (at least one), so the
+                # block takes as many forwards as it needs.
+                while state.candidates(window).any():
+                    self.step(model, state, window, None)
+                    if stop is not None and self.stop_early:
+                        self._retire_finished(state, stop)
+                continue
             budgets = transfer_counts(state.candidates(window).sum(-1), schedule.steps_per_block)
             for step in range(schedule.steps_per_block):
                 if not state.active.any():
