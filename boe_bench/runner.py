@@ -58,6 +58,15 @@ def shard_docs(docs: list[dict], limit: int | None, index: int = 0, count: int =
     return docs[index::count]
 
 
+def shard_name(filename: str, cfg: DictConfig) -> str:
+    """``examples.jsonl`` for a whole run, ``examples.shard2-of-8.jsonl`` for one shard of it:
+    shards share the run's directory and never write the same file."""
+    if cfg.shard.count == 1:
+        return filename
+    stem, suffix = filename.rsplit(".", 1)
+    return f"{stem}.shard{cfg.shard.index}-of-{cfg.shard.count}.{suffix}"
+
+
 def read_records(path: Path) -> list[dict]:
     """Complete records of an examples file; a torn last line (killed mid-write) is dropped."""
     if not path.exists():
@@ -160,7 +169,7 @@ def run(cfg: DictConfig) -> dict:
 
     sampler = instantiate(cfg.sampler, "sampler")
     docs = shard_docs(task.docs(), cfg.limit, cfg.shard.index, cfg.shard.count)
-    examples_path = out_dir / EXAMPLES
+    examples_path, summary_path = out_dir / shard_name(EXAMPLES, cfg), out_dir / shard_name(SUMMARY, cfg)
     done = {r["id"] for r in read_records(examples_path)}
     pending = [(i, d) for i, d in enumerate(docs) if d["id"] not in done]
 
@@ -197,5 +206,5 @@ def run(cfg: DictConfig) -> dict:
     wanted = {d["id"] for d in docs}
     records = [r for r in records if r["id"] in wanted]
     summary = summarise(task, records, cfg, time.perf_counter() - started)
-    (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+    summary_path.write_text(json.dumps(summary, indent=2))
     return summary
