@@ -1,9 +1,16 @@
 # `make help` lists the targets.
 PYTHON ?= python
-MODEL ?= tiny
+MODEL ?=
 LIMIT ?=
+EXTRA ?=
+# MODEL=tiny runs an experiment on CPU with the tiny random model and the GSM8K fixture slice.
+TINY = model=tiny task=gsm8k task.data_files.test=tests/fixtures/gsm8k_test.jsonl \
+	task.data_files.train=tests/fixtures/gsm8k_train.jsonl
+experiment = $(PYTHON) -m boe_bench -m experiment=$(1) progress=false \
+	$(if $(filter tiny,$(MODEL)),$(TINY),$(if $(MODEL),model=$(MODEL))) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA) \
+	&& $(PYTHON) -m boe_bench.report experiment=$(1)
 
-.PHONY: help setup demo test test-slow test-gpu
+.PHONY: help setup demo test test-slow test-gpu table2 table3 table5 figure4 tables testbed bench
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -23,3 +30,24 @@ test-slow:  ## slow tests only
 
 test-gpu:  ## GPU tests (need a CUDA device)
 	$(PYTHON) -m pytest -q -m gpu
+
+table2:  ## Table 2 sweep (LLaDA-8B, GPU) and its report under results/table2
+	$(call experiment,table2)
+
+table3:  ## Table 3 sweep (LLaDA-1.5, GPU) and its report
+	$(call experiment,table3)
+
+table5:  ## Table 5 ablations (GSM8K L=128); `make table5 MODEL=tiny LIMIT=4` runs on CPU
+	$(call experiment,table5)
+
+figure4:  ## Figure 4 accuracy-NFE sweeps and Pareto plots; MODEL=tiny LIMIT=2 on CPU
+	$(call experiment,figure4)
+
+tables: table2 table3 table5 figure4  ## every experiment above
+
+testbed:  ## every sampler on the self-trained puzzle model -> results/testbed
+	$(PYTHON) scripts/testbed.py
+
+bench:  ## CPU cost benchmarks -> results/bench (pass --device cuda on a GPU machine)
+	$(PYTHON) scripts/bench_boe.py
+	$(PYTHON) scripts/bench_throughput.py --out results/bench/throughput_cpu.csv

@@ -1,0 +1,8 @@
+"""boe_bench: a harness for masked-diffusion samplers (TABES / Backward-on-Entropy steering)."""
+from omegaconf import OmegaConf
+
+# `${div:${gen_length},2}`: experiment configs tie steps to the generation length (two
+# tokens per step) across a sweep without an eval resolver.
+OmegaConf.register_new_resolver("div", lambda a, b: int(a) // int(b), replace=True)
+# `${or:${steps},auto}`: a readable stand-in for settings left to the task's default.
+OmegaConf.register_new_resolver("or", lambda value, default: default if value is None else value, replace=True)

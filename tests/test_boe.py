@@ -230,3 +230,70 @@ def test_dense_diagnostic_reports_cosine_and_overlap(tiny_llada):
     out = sampler.generate(tiny_llada, [prompt], Schedule(16, 4, 16), trace=True)
     ranked = [s for s in out.trace if s["tis_rejected"][0]]
     assert ranked and all(-1 <= s["dense_cosine"][0] <= 1 and 0 <= s["dense_topb_overlap"][0] <= 1 for s in ranked)
+
+
+@pytest.mark.parametrize("rows", ["masked", "candidates"])
+def test_bucketed_live_pass_with_padding_slot_equals_exact_width(model64, rows):
+    """The CUDA-graph layout (widths rounded up, padding entries writing into a masked slot
+    appended to the frozen state) must not move any real entry's TIS."""
+    from boe_bench.samplers.boe import pack_rows
+    from boe_bench.samplers.boe_live import LiveInputs, live_tis_pass, padded_frozen
+
+    state, frozen, cand, delta = setup_step(model64, texts=("a longer prompt here", "hi"))
+    cand = cand & torch.tensor([[True], [True]])
+    targets = cand if rows == "candidates" else state.masked & ~cand
+    live = cand | BoESampler.prediction_mask(model64, targets)
+    if rows == "masked":
+        live = live | state.masked
+
+    def pass_at(width, frozen_state):
+        live_rows, valid = pack_rows(live, state.seq_len, width)
+        index = live_rows.clamp(max=state.seq_len - 1)
+        entry = BoESampler.prediction_mask(model64, targets).gather(1, index) & valid
+        if rows == "candidates":
+            own = (live_rows + model64.logit_shift)[:, None, :] == live_rows[:, :, None]
+            entry = (entry[:, None, :] & ~own).transpose(0, 1)
+        inputs = LiveInputs(live_rows, model64.embed(state.x.gather(1, index)),
+                            delta.gather(1, index[..., None].expand(-1, -1, delta.shape[-1])), entry.double())
+        tis = live_tis_pass(model64, frozen_state, inputs)
+        return {(b, int(r)): float(t) for b in range(2) for r, t, ok in zip(live_rows[b], tis[b], valid[b]) if ok}
+
+    exact = pass_at(int(live.sum(-1).max()), frozen)
+    padded = pass_at(int(live.sum(-1).max()) + 5, padded_frozen(frozen))
+    assert exact.keys() == padded.keys()
+    assert all(padded[k] == pytest.approx(v, rel=1e-9, abs=1e-14) for k, v in exact.items())
+    assert any(v != 0 for v in exact.values())
+
+
+@pytest.mark.parametrize("rows", ["masked", "all"])
+def test_time_conditioned_denoiser_gets_and_counts_its_surrogate_forward(rows):
+    model = build_tiny("llama", seed=3)
+    model.time_conditioned = True  # its logits ignore time; what is checked is the accounting
+    prompt = model.tokenizer("Q: 2+2?\nA:")["input_ids"]
+    out = build_sampler("boe", rows=rows).generate(model, [prompt], Schedule(16, 8, 16), trace=True)
+    ranked_steps = sum(1 for step in out.trace if step["tis_rejected"][0])
+    assert ranked_steps > 0 and out.accounting[0].nfe == 8 + ranked_steps
+
+
+@pytest.mark.parametrize("option, expected", [
+    ("boe", dict(rows="masked", rho=0.25, gate=True, anti=True)),
+    ("boe_no_gate", dict(rows="masked", rho=0.25, gate=False, anti=True)),
+    ("boe_no_anticollapse", dict(rows="masked", rho=0.25, gate=True, anti=False)),
+    ("boe_no_aqa", dict(rows="all", rho=0.25, gate=True, anti=True)),
+    ("boe_rho010", dict(rows="masked", rho=0.10, gate=True, anti=True)),
+    ("boe_rho025", dict(rows="masked", rho=0.25, gate=True, anti=True)),
+    ("boe_rho050", dict(rows="masked", rho=0.50, gate=True, anti=True)),
+])
+def test_ablation_configs_compose_into_the_rows_of_the_table(option, expected):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"sampler={option}"])
+    sampler = instantiate(cfg.sampler)
+    assert isinstance(sampler, BoESampler)
+    got = dict(rows=sampler.rows, rho=sampler.rho, gate=sampler.gate, anti=sampler.anti["enabled"])
+    assert got == expected

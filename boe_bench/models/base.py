@@ -133,7 +133,10 @@ class Denoiser(nn.Module, ABC):
 def frozen_with_padding_slot(state: FrozenState, live_rows: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """(key_mask, keys, values) of ``state``, with one extra masked slot when ``live_rows``
     holds padding entries (== L): they write there, and no query attends to it, so they
-    open no gradient path between the real live rows."""
+    open no gradient path between the real live rows. During CUDA-graph capture no value
+    can be read back, so there the caller must pass a state that already holds such a slot."""
+    if live_rows.is_cuda and torch.cuda.is_current_stream_capturing():
+        return state.key_mask, state.keys, state.values
     if not (live_rows == state.key_mask.shape[1]).any():
         return state.key_mask, state.keys, state.values
     key_mask = torch.cat([state.key_mask, state.key_mask.new_zeros(state.key_mask.shape[0], 1)], dim=1)

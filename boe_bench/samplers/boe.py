@@ -11,7 +11,8 @@ Which rows carry gradient (``rows``) and which entropies form S (``targets``):
 - ``masked`` (default): live rows = masked rows, targets = masked \\ C. The backward runs
   through a live-row recompute (ActiveQueryAttention): all other rows are frozen keys/values.
 - ``candidates``: live rows = C, targets = C with each candidate's own entropy left out of
-  its own score (exact leave-one-out through one batched backward per target).
+  its own score (exact leave-one-out: |C| copies of the small live set in one batch, copy c
+  backpropagating S without the entries that predict c).
 - ``all``: every row live, plain autograd through the whole model (the dense reference,
   the "w/o ActiveQueryAttention" ablation).
 Live rows = C with targets outside C is the literal reading of eqs. 11 + 30 and gives
@@ -28,21 +29,11 @@ from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import DecodeState, Sampler, top_per_row
+from boe_bench.samplers.boe_live import LiveInputs, LivePassGraphs, bucket_width, entropy, inner, live_tis_pass
 
 ROWS = ("masked", "candidates", "all")
 DEFAULT_TARGETS = {"masked": "rest", "candidates": "candidates", "all": "rest"}
-
-
-def entropy(logits: Tensor) -> Tensor:
-    """Natural-log entropy over the last axis, accumulated in float32 (or float64)."""
-    log_probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
-    return -(log_probs.exp() * log_probs).nan_to_num(0.0).sum(-1)
-
-
-def inner(a: Tensor, b: Tensor) -> Tensor:
-    """<a, b> over the last axis, in at least float32 (bf16 gradients lose too much)."""
-    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
-    return (a.to(dtype) * b.to(dtype)).sum(-1)
+__all__ = ["BoESampler", "entropy", "gated_score", "soft_write_shift"]
 
 
 def soft_write_shift(model: Denoiser, probs: Tensor, where: Tensor) -> Tensor:
@@ -70,10 +61,13 @@ class BoESampler(Sampler):
     """BoE steering. Knobs: ``rho`` candidate fraction in (0, 1]; ``rows``/``targets`` as
     above; ``gate``; ``anti_collapse`` {enabled, lam, h_max, floor_schedule
     (decreasing: h_t = h_max t/T | increasing: h_max (1 - t/T)), anneal (none | linear)};
-    ``diagnose_dense`` adds the dense TIS to the trace for comparison (not counted)."""
+    ``diagnose_dense`` adds the dense TIS to the trace for comparison (not counted);
+    ``cuda_graphs`` replays the live-row pass as a CUDA graph on GPUs (same numbers, no
+    per-kernel launch cost; see boe_live.py)."""
 
     def __init__(self, rho: float = 0.25, rows: str = "masked", targets: str | None = None, gate: bool = True,
-                 anti_collapse: dict | None = None, diagnose_dense: bool = False, **common):
+                 anti_collapse: dict | None = None, diagnose_dense: bool = False, cuda_graphs: bool = True,
+                 **common):
         super().__init__(**common)
         if not 0 < rho <= 1:
             raise ConfigError(f"boe rho must be in (0, 1], got {rho}")
@@ -93,7 +87,8 @@ class BoESampler(Sampler):
         if anti["floor_schedule"] not in ("decreasing", "increasing") or anti["anneal"] not in ("none", "linear"):
             raise ConfigError(f"boe anti_collapse has an unknown floor_schedule or anneal: {anti}")
         self.rho, self.rows, self.targets, self.gate = rho, rows, targets, gate
-        self.anti, self.diagnose_dense = anti, diagnose_dense
+        self.anti, self.diagnose_dense, self.cuda_graphs = anti, diagnose_dense, cuda_graphs
+        self.graphs = LivePassGraphs()
         self.total_steps = 1
 
     def generate(self, model, prompts, schedule, **kwargs):
@@ -122,14 +117,19 @@ class BoESampler(Sampler):
     def rank(self, model: Denoiser, state: DecodeState, window: Tensor, budget: Tensor, steps_done: int = 0) -> dict:
         """This step's tokens, candidates, entropies, TIS and scores (nothing committed)."""
         allowed = state.candidates(window)
+        # A time-independent denoiser's surrogate forward "at t-1" (alpha = 0) is the step
+        # forward itself; a time-conditioned one needs a second forward at t-1.
+        reuse = not model.time_conditioned
         dense_embeds = dense_rows = frozen = None
-        if self.rows == "all":
-            dense_embeds = model.embed(state.x).detach().requires_grad_(True)
-            dense_rows, _ = model.forward_rows(dense_embeds, state.attention_mask, ids=state.x)
+        if reuse and self.rows == "all":
+            dense_embeds, dense_rows = self.dense_forward(model, state, None)
             logits = model.rows_to_positions(dense_rows.detach())
-        else:
+            state.count_forward()
+        elif reuse:
             logits, frozen = model.forward_with_state(state.x, state.attention_mask)
-        state.count_forward()
+            state.count_forward()
+        else:
+            logits = state.forward(model)
         tokens = self.draw(model, logits, state)
         conf_logits = self.confidence_logits(model, logits)
         probs = conf_logits.softmax(-1)
@@ -144,16 +144,16 @@ class BoESampler(Sampler):
         tis = torch.zeros_like(ent)
         delta = soft_write_shift(model, probs, cand)
         if ranked.any():
+            surrogate_time = None if reuse else state.masked_fraction(budget)
             if self.rows == "all":
+                if not reuse:
+                    dense_embeds, dense_rows = self.dense_forward(model, state, surrogate_time)
+                    state.count_forward()
                 tis = self.dense_tis(model, dense_rows, dense_embeds, cand_ranked, targets, delta)
                 state.count_forward(full=0, live_rows_bwd=state.attention_mask.sum(-1) * ranked)
             else:
-                if model.time_conditioned:
-                    # The surrogate at t-1 differs from the step-t forward: run it, and count it.
-                    time = state.masked_fraction(budget)
-                    with torch.no_grad():
-                        _, frozen = model.forward_rows(model.embed(state.x), state.attention_mask, time,
-                                                       capture=True, ids=state.x)
+                if not reuse:
+                    _, frozen = model.forward_with_state(state.x, state.attention_mask, surrogate_time)
                     state.count_forward()
                 tis = self.live_tis(model, state, frozen, cand_ranked, targets, delta)
         lam, floor = self.anti_collapse_terms(steps_done)
@@ -161,44 +161,43 @@ class BoESampler(Sampler):
         return {"tokens": tokens, "candidates": cand, "targets": targets, "entropy": ent, "tis": tis,
                 "score": score, "delta": delta}
 
+    @staticmethod
+    def dense_forward(model: Denoiser, state: DecodeState, time: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(input embeddings with grad, row logits) of a plain autograd forward of every row."""
+        embeds = model.embed(state.x).detach().requires_grad_(True)
+        with torch.enable_grad():
+            row_logits, _ = model.forward_rows(embeds, state.attention_mask, time, ids=state.x)
+        return embeds, row_logits
+
     def live_tis(self, model, state, frozen, cand: Tensor, targets: Tensor, delta: Tensor) -> Tensor:
         """[B, L] TIS at candidate positions through the live-row recompute."""
         target_rows = self.prediction_mask(model, targets)
         live = cand | target_rows
         if self.rows == "masked":
             live = live | (state.masked & cand.any(-1, keepdim=True))
-        live_rows, valid = pack_rows(live, state.seq_len)
+        graphed = self.cuda_graphs and state.x.is_cuda and not model.time_conditioned
+        width = int(live.sum(-1).max())
+        live_rows, valid = pack_rows(live, state.seq_len, bucket_width(width) if graphed else width)
         index = live_rows.clamp(max=state.seq_len - 1)
-        live_embeds = model.embed(state.x.gather(1, index)).detach().requires_grad_(True)
-        with torch.enable_grad():
-            ent_live = entropy(model.live_forward(frozen, live_rows, live_embeds))
         target_entry = target_rows.gather(1, index) & valid
-        cand_entry = cand.gather(1, index) & valid
-        delta_live = delta.gather(1, index[..., None].expand(-1, -1, delta.shape[-1]))
-        n_live = valid.sum(-1)
-        if self.targets == "rest":
-            (grad,) = torch.autograd.grad((ent_live * target_entry).sum(), live_embeds)
-            tis_live = -inner(grad, delta_live)
-            state.count_forward(full=0, live_rows_fwd=n_live, live_rows_bwd=n_live)
+        if self.targets == "candidates":
+            # Copy c leaves out the entries that predict entry c's own position (exact leave-one-out).
+            predicts_own = (live_rows + model.logit_shift)[:, None, :] == live_rows[:, :, None]
+            weights = (target_entry[:, None, :] & ~predicts_own).transpose(0, 1)
         else:
-            tis_live = self.leave_one_out_tis(model, ent_live, live_embeds, live_rows, target_entry, delta_live)
-            state.count_forward(full=0, live_rows_fwd=n_live, live_rows_bwd=n_live * target_entry.sum(-1))
+            weights = target_entry
+        inputs = LiveInputs(rows=live_rows, embeds=model.embed(state.x.gather(1, index)).detach(),
+                            delta=delta.gather(1, index[..., None].expand(-1, -1, delta.shape[-1])),
+                            weights=weights.to(torch.float32))
+        tis_live = (self.graphs if graphed else live_tis_pass)(model, frozen, inputs)
+        # Count each example's own live rows (per leave-one-out copy), not the batch's padding.
+        n_live = valid.sum(-1)
+        work = n_live * n_live if inputs.leave_one_out else n_live
+        state.count_forward(full=0, live_rows_fwd=work, live_rows_bwd=work)
         # One spare column receives the padding entries, so they cannot overwrite a real row.
         tis = tis_live.new_zeros(state.x.shape[0], state.seq_len + 1)
-        tis.scatter_(1, live_rows, torch.where(cand_entry, tis_live, 0.0))
+        tis.scatter_(1, live_rows, torch.where(cand.gather(1, index) & valid, tis_live, 0.0))
         return torch.where(cand, tis[:, :-1], 0.0)
-
-    @staticmethod
-    def leave_one_out_tis(model, ent_live, live_embeds, live_rows, target_entry, delta_live) -> Tensor:
-        """TIS_i = -sum_{j in C, j != i} <dH_j/de_i, De_i>: one batched backward per target entry."""
-        n_entries = live_rows.shape[1]
-        basis = torch.eye(n_entries, dtype=ent_live.dtype, device=ent_live.device)[:, None, :]
-        basis = basis * target_entry[None].to(ent_live.dtype)
-        (grads,) = torch.autograd.grad(ent_live, live_embeds, grad_outputs=basis, is_grads_batched=True)
-        pair = inner(grads, delta_live[None])  # [k, B, a]: <dH_k/de_a, De_a>
-        predicted_position = (live_rows + model.logit_shift).T[:, :, None]  # entry k predicts this position
-        own_term = predicted_position == live_rows[None]
-        return -pair.masked_fill(own_term, 0.0).sum(0)
 
     def dense_tis(self, model, row_logits, embeds, cand, targets, delta) -> Tensor:
         """TIS with every row live: S backpropagated through the unmodified model."""
@@ -241,9 +240,11 @@ class BoESampler(Sampler):
         state.trace.append(entry)
 
 
-def pack_rows(live: Tensor, length: int) -> tuple[Tensor, Tensor]:
-    """[B, L] bool -> ([B, A] row indices padded with ``length``, [B, A] validity)."""
-    counts = live.sum(-1)
-    width = max(int(counts.max()), 1)
-    order = torch.where(live, torch.arange(length, device=live.device), length).sort(-1).values[:, :width]
+def pack_rows(live: Tensor, length: int, width: int) -> tuple[Tensor, Tensor]:
+    """[B, L] bool -> ([B, width] row indices padded with ``length``, [B, width] validity)."""
+    width = max(width, 1)
+    if width > length:  # a bucketed width may exceed the canvas: all extra entries are padding
+        live = torch.cat([live, live.new_zeros(live.shape[0], width - length)], dim=1)
+    index = torch.arange(live.shape[1], device=live.device).clamp(max=length)
+    order = torch.where(live, index, length).sort(-1).values[:, :width]
     return order, order < length

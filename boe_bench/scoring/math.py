@@ -120,3 +120,75 @@ def math_verify_equal(gold_text: str, completion: str) -> float | None:
         return float(verify(parse(gold_text), parse(completion)))
     except Exception:
         return 0.0
+
+
+# Hendrycks et al. (2021) answer canonicalisation, the ``is_equiv`` d1 scores MATH-500 with
+# (plain string equality of canonical forms, no symbolic step).
+def _braced_fractions(text: str) -> str:
+    """``\\frac12`` -> ``\\frac{1}{2}``, ``\\frac1{7}`` -> ``\\frac{1}{7}``."""
+    head, *tails = text.split("\\frac")
+    out = head
+    for tail in tails:
+        out += "\\frac"
+        if tail.startswith("{"):
+            out += tail
+            continue
+        if len(tail) < 2:
+            return text
+        numerator, rest = tail[0], tail[1:]
+        if rest.startswith("{"):
+            out += "{" + numerator + "}" + rest
+        else:
+            out += "{" + numerator + "}{" + rest[0] + "}" + rest[1:]
+    return out
+
+
+def _braced_sqrt(text: str) -> str:
+    head, *tails = text.split("\\sqrt")
+    return head + "".join("\\sqrt" + (tail if tail.startswith("{") else "{" + tail[:1] + "}" + tail[1:])
+                          for tail in tails)
+
+
+def _slash_fraction(text: str) -> str:
+    parts = text.split("/")
+    if len(parts) == 2 and all(re.fullmatch(r"-?\d+", p) for p in parts) and text == f"{int(parts[0])}/{int(parts[1])}":
+        return f"\\frac{{{int(parts[0])}}}{{{int(parts[1])}}}"
+    return text
+
+
+class _Uncanonical(Exception):
+    """An answer Hendrycks' canonicaliser rejects; the caller compares raw strings instead."""
+
+
+def hendrycks_strip(text: str) -> str:
+    for before, after in (("\n", ""), ("\\!", ""), ("\\\\", "\\"), ("tfrac", "frac"), ("dfrac", "frac"),
+                          ("\\left", ""), ("\\right", ""), ("^{\\circ}", ""), ("^\\circ", ""), ("\\$", "")):
+        text = text.replace(before, after)
+    # "\text{ " marks a trailing unit; more than one occurrence is not a form it handles.
+    if "\\text{ " in text:
+        pieces = text.split("\\text{ ")
+        if len(pieces) != 2:
+            raise _Uncanonical(text)
+        text = pieces[0]
+    text = text.replace("\\%", "").replace("\\%", "").replace(" .", " 0.").replace("{.", "{0.")
+    if not text:
+        return text
+    if text.startswith("."):
+        text = "0" + text
+    sides = text.split("=")
+    if len(sides) == 2 and len(sides[0]) <= 2:  # "k = 3" -> "3"
+        text = sides[1]
+    text = _braced_sqrt(text).replace(" ", "")
+    text = _braced_fractions(text)
+    if text == "0.5":
+        text = "\\frac{1}{2}"
+    return _slash_fraction(text)
+
+
+def hendrycks_equiv(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        return hendrycks_strip(a) == hendrycks_strip(b)
+    except (_Uncanonical, IndexError):
+        return a == b
