@@ -3,14 +3,14 @@ PYTHON ?= python
 MODEL ?=
 LIMIT ?=
 EXTRA ?=
-# MODEL=tiny runs an experiment on CPU with the tiny random model and the GSM8K fixture slice.
-TINY = model=tiny task=gsm8k task.data_files.test=tests/fixtures/gsm8k_test.jsonl \
-	task.data_files.train=tests/fixtures/gsm8k_train.jsonl
+# MODEL=tiny runs every cell of an experiment on CPU: a tiny random model ($(2) when given,
+# e.g. tiny_mdlm for Table 4) and the task slices in tests/fixtures (configs/profile/$(3) or tiny).
+TINY = model=$(or $(2),tiny) +profile=$(or $(3),tiny)
 experiment = $(PYTHON) -m boe_bench -m experiment=$(1) progress=false \
 	$(if $(filter tiny,$(MODEL)),$(TINY),$(if $(MODEL),model=$(MODEL))) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA) \
 	&& $(PYTHON) -m boe_bench.report experiment=$(1)
 
-.PHONY: help setup demo test test-slow test-gpu table2 table3 table5 figure4 tables testbed bench
+.PHONY: help setup demo test test-slow test-gpu table2 table3 table4 table5 figure4 tables testbed bench
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -37,13 +37,16 @@ table2:  ## Table 2 sweep (LLaDA-8B, GPU) and its report under results/table2
 table3:  ## Table 3 sweep (LLaDA-1.5, GPU) and its report
 	$(call experiment,table3)
 
+table4:  ## Table 4 (MDLM on OpenWebText, T=128); MODEL=tiny LIMIT=2 uses tiny_mdlm on CPU
+	$(call experiment,table4,tiny_mdlm,tiny_owt)
+
 table5:  ## Table 5 ablations (GSM8K L=128); `make table5 MODEL=tiny LIMIT=4` runs on CPU
 	$(call experiment,table5)
 
 figure4:  ## Figure 4 accuracy-NFE sweeps and Pareto plots; MODEL=tiny LIMIT=2 on CPU
 	$(call experiment,figure4)
 
-tables: table2 table3 table5 figure4  ## every experiment above
+tables: table2 table3 table4 table5 figure4  ## every experiment above
 
 testbed:  ## every sampler on the self-trained puzzle model -> results/testbed
 	$(PYTHON) scripts/testbed.py

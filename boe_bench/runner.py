@@ -27,7 +27,7 @@ EXAMPLES = "examples.jsonl"
 SUMMARY = "summary.json"
 RUN_CONFIG = "run_config.json"
 # Keys that may change between a run and its resumption without invalidating its records.
-RESUMABLE_KEYS = ("limit", "batch_size", "out_dir", "progress", "wandb", "shard")
+RESUMABLE_KEYS = ("limit", "batch_size", "out_dir", "progress", "wandb", "shard", "gpu_slots")
 
 
 def instantiate(node: DictConfig, what: str):
@@ -156,8 +156,22 @@ def resolve_schedule(cfg: DictConfig, task) -> Schedule:
     return Schedule(**chosen)
 
 
+def finished_summary(summary_path: Path, docs: list[dict], done: set, cfg: DictConfig) -> dict | None:
+    """The stored summary when it covers exactly these documents under this configuration:
+    a resumed sweep then skips the job without loading its model or rescoring."""
+    if not summary_path.exists() or any(d["id"] not in done for d in docs):
+        return None
+    summary = json.loads(summary_path.read_text())
+    same = summary.get("config_hash") == hashlib.sha256(json.dumps(generation_config(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    return summary if same and summary.get("n") == len(docs) else None
+
+
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
+    if cfg.get("gpu_slots"):
+        from boe_bench.dispatch.gpuslot import claim_gpu_slot
+
+        claim_gpu_slot(cfg.gpu_slots)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.batch_size < 1:
@@ -172,6 +186,8 @@ def run(cfg: DictConfig) -> dict:
     examples_path, summary_path = out_dir / shard_name(EXAMPLES, cfg), out_dir / shard_name(SUMMARY, cfg)
     done = {r["id"] for r in read_records(examples_path)}
     pending = [(i, d) for i, d in enumerate(docs) if d["id"] not in done]
+    if (finished := finished_summary(summary_path, docs, done, cfg)) is not None:
+        return finished
 
     if pending:
         model = instantiate(cfg.model, "model")
@@ -207,4 +223,8 @@ def run(cfg: DictConfig) -> dict:
     records = [r for r in records if r["id"] in wanted]
     summary = summarise(task, records, cfg, time.perf_counter() - started)
     summary_path.write_text(json.dumps(summary, indent=2))
+    if cfg.get("wandb") and cfg.wandb.enabled:
+        from boe_bench.integrations.wandb_logger import log_run
+
+        log_run(cfg, summary, records)
     return summary

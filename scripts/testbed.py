@@ -34,12 +34,14 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 class EntropyRecorder(Denoiser):
-    """A denoiser that defers to another and records, for every full forward, the total
-    entropy over the masked cells of the canvas it was shown."""
+    """A denoiser that defers to another and records, for every full forward, the mean over
+    the batch of the total entropy over the masked cells of the canvas it was shown. Each
+    ``generate`` call gets its own trajectory, since adaptive samplers make a varying number
+    of forwards per batch."""
 
     def __init__(self, model: Denoiser):
         super().__init__()
-        self.inner, self.totals = model, []
+        self.inner, self.trajectories = model, []
         for name in ("tokenizer", "mask_id", "pad_id", "eos_ids", "vocab_size", "logit_shift", "time_conditioned"):
             setattr(self, name, getattr(model, name))
 
@@ -47,14 +49,22 @@ class EntropyRecorder(Denoiser):
     def embedding_matrix(self):
         return self.inner.embedding_matrix
 
+    def start_batch(self) -> None:
+        self.trajectories.append([])
+
     def forward_rows(self, embeds, attention_mask=None, time=None, capture=False, ids=None):
         rows, state = self.inner.forward_rows(embeds, attention_mask, time, capture, ids)
-        if ids is not None:
-            self.totals.append((entropy(rows.detach()) * (ids == self.mask_id)).sum(-1).mean().item())
+        if ids is not None and self.trajectories:
+            self.trajectories[-1].append((entropy(rows.detach()) * (ids == self.mask_id)).sum(-1).mean().item())
         return rows, state
 
     def live_forward(self, state, live_rows, live_embeds):
         return self.inner.live_forward(state, live_rows, live_embeds)
+
+    def mean_trajectory(self) -> list[float]:
+        """Forward by forward, the mean over the batches that made that many forwards."""
+        longest = max(map(len, self.trajectories), default=0)
+        return [statistics.mean(t[i] for t in self.trajectories if i < len(t)) for i in range(longest)]
 
 
 def sampler_names() -> list[str]:
@@ -73,6 +83,8 @@ def evaluate(model, sampler, task: SudokuGrid, batch: int, seed: int, record=Non
     for start in range(0, len(docs), batch):
         chunk = docs[start : start + batch]
         init = [task.initial_generation(d, model.tokenizer) for d in chunk]
+        if record is not None:
+            record.start_batch()
         out = sampler.generate(record or model, [[] for _ in chunk], schedule, seed=seed + start, gen_init=init)
         for doc, text, acc in zip(chunk, out.texts, out.accounting):
             records.append({"metrics": task.score(doc, text)})
@@ -126,8 +138,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--samplers", default=None, help="comma-separated; default: every sampler config")
     parser.add_argument("--out", default="results/testbed")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = build_model("puzzle_mdm")
@@ -152,10 +166,8 @@ def main() -> None:
                 rows.append({"sampler": name, "empty_cells": k, "seed": seed, **result})
                 print(rows[-1], flush=True)
                 if recorder is not None:
-                    # Each batch makes one forward per step: average the batches step by step.
-                    totals = torch.tensor(recorder.totals).view(-(-args.puzzles // args.batch), -1).mean(0)
                     trajectories += [{"sampler": name, "empty_cells": k, "forward": i, "masked_entropy": float(v)}
-                                     for i, v in enumerate(totals)]
+                                     for i, v in enumerate(recorder.mean_trajectory())]
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "testbed.csv", index=False)
     pd.DataFrame(trajectories).to_csv(out / "entropy_trajectory.csv", index=False)

@@ -265,14 +265,31 @@ def test_bucketed_live_pass_with_padding_slot_equals_exact_width(model64, rows):
     assert any(v != 0 for v in exact.values())
 
 
-@pytest.mark.parametrize("rows", ["masked", "all"])
+@pytest.mark.parametrize("rows", ["masked", "candidates", "all"])
 def test_time_conditioned_denoiser_gets_and_counts_its_surrogate_forward(rows):
-    model = build_tiny("llama", seed=3)
-    model.time_conditioned = True  # its logits ignore time; what is checked is the accounting
+    from boe_bench.models.mdlm import build_tiny_mdlm
+
+    model = build_tiny_mdlm(time_conditioning=True, seed=3)
     prompt = model.tokenizer("Q: 2+2?\nA:")["input_ids"]
     out = build_sampler("boe", rows=rows).generate(model, [prompt], Schedule(16, 8, 16), trace=True)
-    ranked_steps = sum(1 for step in out.trace if step["tis_rejected"][0])
-    assert ranked_steps > 0 and out.accounting[0].nfe == 8 + ranked_steps
+    ranked_steps = [step for step in out.trace if step["tis_rejected"][0]]
+    assert ranked_steps and any(v != 0 for step in ranked_steps for v in step["tis_rejected"][0])
+    # One forward at t per step, plus the surrogate forward at t-1 whenever there was a ranking.
+    assert out.accounting[0].nfe == 8 + len(ranked_steps)
+
+
+def test_time_conditioned_surrogate_reads_the_next_time(monkeypatch):
+    """The surrogate forward is at t-1: the masked fraction after this step's reveals."""
+    from boe_bench.models.mdlm import build_tiny_mdlm
+
+    model = build_tiny_mdlm(time_conditioning=True, seed=3)
+    times = []
+    original = model.forward_rows
+    monkeypatch.setattr(model, "forward_rows", lambda e, m=None, time=None, **kw: (times.append(time), original(
+        e, m, time, **kw))[1])
+    prompt = model.tokenizer("Q: 2+2?\nA:")["input_ids"]
+    build_sampler("boe").generate(model, [prompt], Schedule(16, 8, 16))
+    assert [float(t) for t in times[:2]] == [1.0, pytest.approx(14 / 16)]
 
 
 @pytest.mark.parametrize("option, expected", [
@@ -297,3 +314,15 @@ def test_ablation_configs_compose_into_the_rows_of_the_table(option, expected):
     assert isinstance(sampler, BoESampler)
     got = dict(rows=sampler.rows, rho=sampler.rho, gate=sampler.gate, anti=sampler.anti["enabled"])
     assert got == expected
+
+
+def test_leave_one_out_in_memory_chunks_equals_one_batch(model64, monkeypatch):
+    import boe_bench.samplers.boe_live as live
+
+    state, frozen, cand, delta = setup_step(model64, texts=("a longer prompt here", "hi"), n_candidates=4)
+    sampler = BoESampler(rows="candidates")
+    whole = sampler.live_tis(model64, state, frozen, cand, cand, delta)
+    monkeypatch.setattr(live, "LOO_CHUNK_BYTES", 1)  # one copy per chunk
+    chunked = sampler.live_tis(model64, state, frozen, cand, cand, delta)
+    assert whole[cand].abs().min() > 0
+    assert torch.allclose(chunked, whole, rtol=1e-10, atol=1e-15)

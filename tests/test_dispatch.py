@@ -57,3 +57,82 @@ def test_multirun_sweeps_samplers_through_hydra(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     for sampler in ("confidence", "entropy"):
         assert json.loads((tmp_path / sampler / "summary.json").read_text())["n"] == 2
+
+
+def test_a_finished_job_is_skipped_without_loading_its_model(tmp_path, monkeypatch):
+    first = run_job(tmp_path)
+    stamp = (tmp_path / "summary.json").stat().st_mtime_ns
+    from boe_bench import runner
+
+    building = runner.instantiate
+
+    def refuse_models(node, what):
+        assert what != "model", "a finished job loaded its model again"
+        return building(node, what)
+
+    monkeypatch.setattr(runner, "instantiate", refuse_models)
+    assert run_job(tmp_path) == first
+    assert (tmp_path / "summary.json").stat().st_mtime_ns == stamp
+    # More documents than the stored summary covers: the job runs (and needs its model).
+    with pytest.raises(AssertionError, match="loaded its model"):
+        run_job(tmp_path, "limit=6")
+
+
+GPU_SLOT_CLAIM = ("import sys; from pathlib import Path; from boe_bench.dispatch.gpuslot import claim_gpu_slot; "
+                  "import os; slot = claim_gpu_slot(2, Path(sys.argv[1])); assert claim_gpu_slot(2, Path(sys.argv[1])) == slot; "
+                  "print(slot, os.environ['CUDA_VISIBLE_DEVICES'], flush=True); sys.stdin.readline()")
+
+
+def test_gpu_slots_are_exclusive_per_live_process(tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    holders = [subprocess.Popen([sys.executable, "-c", GPU_SLOT_CLAIM, str(tmp_path)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    try:
+        claimed = sorted(h.stdout.readline().split() for h in holders)
+        assert claimed == [["0", "0"], ["1", "1"]]
+        third = subprocess.run([sys.executable, "-c", GPU_SLOT_CLAIM, str(tmp_path)], input="\n",
+                               capture_output=True, text=True, env=env, timeout=120)
+        assert third.returncode != 0 and "all 2 GPU slots" in third.stderr
+    finally:
+        for holder in holders:
+            holder.communicate("\n", timeout=60)
+    # Exited workers released their locks.
+    again = subprocess.run([sys.executable, "-c", GPU_SLOT_CLAIM, str(tmp_path)], input="\n",
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert again.stdout.split() == ["0", "0"]
+
+
+def test_experiment_overlay_runs_every_cell_with_the_tiny_profile_and_reports(tmp_path):
+    runs = tmp_path / "runs"
+    result = subprocess.run(
+        [sys.executable, "-m", "boe_bench", "-m", "experiment=table5", "model=tiny", "+profile=tiny", "limit=1",
+         "gen_length=16", "block_length=16", "progress=false", "sampler=confidence,boe_rho025",
+         f"hydra.sweep.dir={tmp_path}/multirun",
+         f"out_dir={runs}/table5/${{hydra:runtime.choices.task}}/${{hydra:runtime.choices.model}}/"
+         f"${{hydra:runtime.choices.sampler}}/${{run_name}}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for sampler in ("confidence", "boe_rho025"):
+        summary = json.loads((runs / "table5/gsm8k/tiny" / sampler / "L16-s8-b16-seed1234/summary.json").read_text())
+        assert summary["n"] == 1 and summary["schedule"]["steps"] == 8  # steps = L/2 from the overlay
+        assert summary["config"]["task"]["data_files"]["test"] == "tests/fixtures/gsm8k_test.jsonl"
+    from boe_bench.report import report
+
+    markdown = (report("table5", runs, tmp_path / "results") / "table.md").read_text()
+    assert "| boe_rho025 |" in markdown and "(73.7, " in markdown  # beside the paper's number
+    assert "| boe_no_gate | – |" in markdown
+
+
+@pytest.mark.slow  # starts two loky workers that each import torch
+def test_joblib_launcher_gives_each_worker_its_own_gpu_slot(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install hydra-joblib-launcher==1.2.0")
+    result = subprocess.run([sys.executable, "-m", "boe_bench", "-m", "hydra/launcher=joblib_gpu",
+                             "hydra.launcher.n_jobs=2", "gpu_slots=2", "sampler=confidence,entropy,margin",
+                             *[o for o in JOB if not o.startswith("sampler=")], "limit=1", f"hydra.sweep.dir={tmp_path}",
+                             f"out_dir={tmp_path}/${{hydra:runtime.choices.sampler}}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600,
+                            env={**__import__("os").environ, "BOE_GPU_LOCK_DIR": str(tmp_path / "locks")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    for sampler in ("confidence", "entropy", "margin"):
+        assert json.loads((tmp_path / sampler / "summary.json").read_text())["n"] == 1
+    assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == ["gpu0.lock", "gpu1.lock"]

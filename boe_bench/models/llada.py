@@ -1,4 +1,10 @@
-"""LLaDA-8B Base / Instruct and LLaDA-1.5 in the stock ``LlamaForCausalLM`` (design/models.md)."""
+"""LLaDA-8B Base / Instruct and LLaDA-1.5 in the stock ``LlamaForCausalLM`` (design/models.md).
+
+LLaDA ships an OLMo-style remote ``modeling_llada.py``; its ``block_type: llama`` block is a
+Llama layer under other names (SwiGLU with ``ff_proj`` as the gate, RMSNorm, rotary
+embeddings in the rotate-half layout), so renaming keys is all the conversion there is.
+Config features that would make it something else are refused rather than ignored.
+"""
 from __future__ import annotations
 
 import re
@@ -6,12 +12,16 @@ import re
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from boe_bench.errors import ConfigError
 from boe_bench.models import MODELS
-from boe_bench.models.hub import (default_device, default_dtype, load_tokenizer, load_weights, read_config,
-                                  resolve_checkpoint)
+from boe_bench.models.hub import (default_device, default_dtype, end_of_text_ids, load_tokenizer, load_weights,
+                                  read_config, resolve_checkpoint)
 from boe_bench.models.transformer import TransformerDenoiser
 
-MASK_ID, EOS_ID, EOT_ID = 126336, 126081, 126348
+# Fallbacks when a config omits them; the released configs carry both. The EoT id (126348)
+# comes from the tokenizer's "<|eot_id|>".
+MASK_ID, EOS_ID = 126336, 126081
+
 KEY_MAP = {
     "model.transformer.wte.weight": "model.embed_tokens.weight",
     "model.transformer.ln_f.weight": "model.norm.weight",
@@ -19,16 +29,37 @@ KEY_MAP = {
 }
 BLOCK_KEY_MAP = {
     "attn_norm": "input_layernorm",
+    "q_proj": "self_attn.q_proj",
+    "k_proj": "self_attn.k_proj",
+    "v_proj": "self_attn.v_proj",
     "attn_out": "self_attn.o_proj",
     "ff_norm": "post_attention_layernorm",
     "ff_proj": "mlp.gate_proj",
     "up_proj": "mlp.up_proj",
     "ff_out": "mlp.down_proj",
-    "q_proj": "self_attn.q_proj",
-    "k_proj": "self_attn.k_proj",
-    "v_proj": "self_attn.v_proj",
 }
 BLOCK_KEY = re.compile(r"model\.transformer\.blocks\.(\d+)\.(\w+)\.weight")
+
+REQUIRED_FIELDS = ("d_model", "n_heads", "n_layers")
+# Field -> the only value (or values) the Llama mapping reproduces; absent fields take
+# LLaDA's own defaults, which agree.
+SUPPORTED_VALUES = {
+    "block_type": ("llama",),
+    "activation_type": ("silu",),
+    "layer_norm_type": ("rms",),
+    "layer_norm_with_affine": (True,),
+    "bias_for_layer_norm": (False, None),
+    "rope": (True,),
+    "alibi": (False,),
+    "weight_tying": (False,),
+    "include_bias": (False,),
+    "include_qkv_bias": (False,),
+    "attention_layer_norm": (False,),
+    "input_emb_norm": (False,),
+    "scale_logits": (False,),
+    "clip_qkv": (None,),
+    "block_group_size": (1,),
+}
 
 
 def llada_key_to_llama(key: str) -> str:
@@ -41,26 +72,38 @@ def llada_key_to_llama(key: str) -> str:
 
 
 def llama_config_from_llada(cfg: dict) -> LlamaConfig:
-    if cfg.get("weight_tying") or cfg.get("include_bias") or cfg.get("include_qkv_bias"):
-        raise ValueError("this LLaDA config uses weight tying or biases, which the Llama mapping does not cover")
+    """The LlamaConfig computing what LLaDA's remote code computes for ``cfg`` (its config.json)."""
+    absent = [name for name in REQUIRED_FIELDS if cfg.get(name) is None]
+    if absent:
+        raise ConfigError(f"LLaDA config.json lacks {absent}; is this a LLaDA checkpoint?")
+    unsupported = {name: cfg[name] for name, allowed in SUPPORTED_VALUES.items()
+                   if name in cfg and cfg[name] not in allowed}
+    if unsupported:
+        raise ConfigError(f"LLaDA config sets {unsupported}, which the stock Llama mapping does not reproduce")
     return LlamaConfig(
+        # embedding_size is the padded row count of wte / ff_out; vocab_size may be smaller.
         vocab_size=cfg.get("embedding_size") or cfg["vocab_size"],
         hidden_size=cfg["d_model"],
-        intermediate_size=cfg["mlp_hidden_size"],
+        # The llama block keeps gate and up separate, so the full hidden size is each one's width.
+        intermediate_size=cfg.get("mlp_hidden_size") or cfg.get("mlp_ratio", 4) * cfg["d_model"],
         num_hidden_layers=cfg["n_layers"],
         num_attention_heads=cfg["n_heads"],
-        num_key_value_heads=cfg.get("n_kv_heads") or cfg["n_heads"],
+        num_key_value_heads=1 if cfg.get("multi_query_attention") else cfg.get("n_kv_heads") or cfg["n_heads"],
         max_position_embeddings=cfg.get("max_sequence_length", 4096),
         rms_norm_eps=cfg.get("rms_norm_eps", 1e-5),
-        rope_theta=cfg.get("rope_theta", 500000.0),
+        rope_theta=cfg.get("rope_theta", 10000.0),
+        hidden_act="silu",
         tie_word_embeddings=False,
         attention_bias=False,
+        mlp_bias=False,
     )
 
 
 @MODELS.register("llada")
 def build_llada(path: str = "GSAI-ML/LLaDA-8B-Base", dtype: str | None = None, device: str | None = None,
                 eot_token: str = "<|eot_id|>") -> TransformerDenoiser:
+    """LLaDA from a hub id (``GSAI-ML/LLaDA-8B-Base``, ``-Instruct``, ``LLaDA-1.5``; offline
+    from the HF cache) or a local directory in LLaDA's released layout."""
     directory = resolve_checkpoint(path)
     raw = read_config(directory)
     config = llama_config_from_llada(raw)
@@ -70,7 +113,6 @@ def build_llada(path: str = "GSAI-ML/LLaDA-8B-Base", dtype: str | None = None, d
         hf = LlamaForCausalLM(config)
     load_weights(hf, directory, llada_key_to_llama, device, default_dtype(dtype, device))
     tokenizer = load_tokenizer(directory)
-    eot = tokenizer.convert_tokens_to_ids(eot_token)
-    eos_ids = [raw.get("eos_token_id", EOS_ID)] + ([eot] if isinstance(eot, int) and eot != tokenizer.unk_token_id else [])
+    eos_ids = end_of_text_ids(raw.get("eos_token_id", EOS_ID), tokenizer, eot_token)
     return TransformerDenoiser(hf, tokenizer, raw.get("mask_token_id", MASK_ID), eos_ids, logit_shift=0,
                                name=f"llada:{path}")

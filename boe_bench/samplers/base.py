@@ -226,6 +226,8 @@ class Sampler(ABC):
                  gen_init: list[list[int]] | None = None) -> GenerationOutput:
         generator = torch.Generator(device=model.device).manual_seed(seed)
         state = DecodeState.start(model, prompts, schedule.gen_length, generator, trace, gen_init)
+        # Adaptive samplers that still pace by the schedule (KLASS's fallback) read it here.
+        state.extras["schedule"] = schedule
         started = time.perf_counter()
         for block in range(schedule.num_blocks):
             window = state.block_window(block, schedule.block_length)

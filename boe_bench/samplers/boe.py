@@ -58,7 +58,8 @@ def gated_score(tis: Tensor, ent: Tensor, vocab_size: int, gate: bool, lam: floa
 
 @SAMPLERS.register("boe")
 class BoESampler(Sampler):
-    """BoE steering. Knobs: ``rho`` candidate fraction in (0, 1]; ``rows``/``targets`` as
+    """BoE steering (``rank`` returns the step's pieces; ``entropy`` there is H_i inside the
+    current block, 0 elsewhere). Knobs: ``rho`` candidate fraction in (0, 1]; ``rows``/``targets`` as
     above; ``gate``; ``anti_collapse`` {enabled, lam, h_max, floor_schedule
     (decreasing: h_t = h_max t/T | increasing: h_max (1 - t/T)), anneal (none | linear)};
     ``diagnose_dense`` adds the dense TIS to the trace for comparison (not counted);
@@ -131,18 +132,25 @@ class BoESampler(Sampler):
         else:
             logits = state.forward(model)
         tokens = self.draw(model, logits, state)
-        conf_logits = self.confidence_logits(model, logits)
+        # Candidates live in the current block: read pi and H there only, not over the whole
+        # canvas (at a 126k vocabulary each full pass over L rows costs a millisecond).
+        cols = window.nonzero().flatten()
+        conf_logits = self.confidence_logits(model, logits[:, cols])
         probs = conf_logits.softmax(-1)
-        ent = entropy(conf_logits)
+        ent = torch.zeros(state.x.shape, dtype=torch.float32, device=logits.device)
+        ent[:, cols] = entropy(conf_logits).float()
+        confidence = torch.zeros_like(ent)
+        confidence[:, cols] = probs.gather(-1, tokens[:, cols, None]).squeeze(-1).float()
         n_candidates = torch.maximum(budget, torch.ceil(self.rho * allowed.sum(-1)).long())
-        cand = top_per_row(probs.gather(-1, tokens[..., None]).squeeze(-1), allowed, n_candidates)
+        cand = top_per_row(confidence, allowed, n_candidates)
 
         # Rows whose candidates all fit in the budget need no ranking, hence no backward.
         ranked = (cand.sum(-1) > budget) & state.active
         cand_ranked = cand & ranked[:, None]
         targets = cand_ranked if self.targets == "candidates" else state.masked & ranked[:, None] & ~cand
         tis = torch.zeros_like(ent)
-        delta = soft_write_shift(model, probs, cand)
+        delta = torch.zeros(*state.x.shape, model.embedding_matrix.shape[1], dtype=model.dtype, device=logits.device)
+        delta[:, cols] = soft_write_shift(model, probs, cand[:, cols])
         if ranked.any():
             surrogate_time = None if reuse else state.masked_fraction(budget)
             if self.rows == "all":
@@ -158,7 +166,7 @@ class BoESampler(Sampler):
                 tis = self.live_tis(model, state, frozen, cand_ranked, targets, delta)
         lam, floor = self.anti_collapse_terms(steps_done)
         score = gated_score(tis, ent, model.vocab_size, self.gate, lam, floor)
-        return {"tokens": tokens, "candidates": cand, "targets": targets, "entropy": ent, "tis": tis,
+        return {"tokens": tokens, "candidates": cand, "targets": targets, "entropy": ent, "tis": tis, "logits": logits,
                 "score": score, "delta": delta}
 
     @staticmethod
@@ -216,11 +224,12 @@ class BoESampler(Sampler):
 
     def record(self, model, state, chosen, budget, ranking: dict) -> None:
         """Per-step trace; the dense comparison here is diagnostic and not counted."""
-        ent, tis, cand = ranking["entropy"], ranking["tis"], ranking["candidates"]
+        tis, cand = ranking["tis"], ranking["candidates"]
         targets, delta = ranking["targets"], ranking["delta"]
         rows = range(tis.shape[0])
         entry = {
-            "masked_entropy_total": (ent * state.masked).sum(-1).tolist(),
+            "masked_entropy_total": (entropy(self.confidence_logits(model, ranking["logits"])) * state.masked)
+            .sum(-1).tolist(),
             "tis_chosen": [tis[b][chosen[b]].tolist() for b in rows],
             "tis_rejected": [tis[b][cand[b] & ~chosen[b]].tolist() for b in rows],
             "chosen_positions": [chosen[b].nonzero().flatten().tolist() for b in rows],

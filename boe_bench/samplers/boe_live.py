@@ -54,24 +54,39 @@ def replicate(frozen: FrozenState, copies: int) -> FrozenState:
                    positions=rep(frozen.positions), key_mask=rep(frozen.key_mask))
 
 
+# Leave-one-out copies each hold the whole frozen state (the live-row forward writes fresh
+# keys/values into a copy of it), so copies run in chunks that keep this many bytes.
+LOO_CHUNK_BYTES = 4 * 2**30
+
+
 def live_tis_pass(model: Denoiser, frozen: FrozenState, inputs: LiveInputs) -> Tensor:
     """[B, A] TIS_a = -<dS/de_a, De_a> at every live entry (meaningless at padding).
 
-    Leave-one-out runs the copies as one batch: copy c backpropagates its own objective and
-    only its entry c is read, which gives every entry its exact gradient in one backward."""
-    batch, width = inputs.rows.shape
-    copies = width if inputs.leave_one_out else 1
-    rows = inputs.rows.repeat(copies, 1)
-    embeds = inputs.embeds.repeat(copies, 1, 1).detach().requires_grad_(True)
-    state = replicate(frozen, copies) if copies > 1 else frozen
+    Leave-one-out runs copies as a batch: copy c backpropagates its own objective and only
+    its entry c is read, which gives every entry its exact gradient."""
+    if not inputs.leave_one_out:
+        return -inner(objective_gradient(model, frozen, inputs.rows, inputs.embeds, inputs.weights), inputs.delta)
+    width = inputs.rows.shape[1]
+    state_bytes = sum(t.numel() * t.element_size() for t in frozen.keys + frozen.values)
+    chunk = max(1, min(width, LOO_CHUNK_BYTES // max(state_bytes, 1)))
+    grads = []
+    for start in range(0, width, chunk):
+        own = torch.arange(start, min(start + chunk, width), device=inputs.rows.device)
+        copies = len(own)
+        state = replicate(frozen, copies) if copies > 1 else frozen
+        grad = objective_gradient(model, state, inputs.rows.repeat(copies, 1), inputs.embeds.repeat(copies, 1, 1),
+                                  inputs.weights[own].flatten(0, 1))
+        grads.append(grad.view(copies, -1, width, grad.shape[-1])[torch.arange(copies), :, own])
+    return -inner(torch.cat(grads).transpose(0, 1), inputs.delta)
+
+
+def objective_gradient(model: Denoiser, frozen: FrozenState, rows: Tensor, embeds: Tensor, weights: Tensor) -> Tensor:
+    """d(sum of weighted live-row entropies)/d(live embeddings), [N, A, d]."""
+    embeds = embeds.detach().requires_grad_(True)
     with torch.enable_grad():
-        ent = entropy(model.live_forward(state, rows, embeds))
-        objective = (ent * inputs.weights.reshape(copies * batch, width).to(ent.dtype)).sum()
-        (grad,) = torch.autograd.grad(objective, embeds)
-    if copies > 1:
-        own = torch.arange(width, device=grad.device)
-        grad = grad.view(copies, batch, width, -1)[own, :, own].transpose(0, 1)
-    return -inner(grad, inputs.delta)
+        ent = entropy(model.live_forward(frozen, rows, embeds))
+        (grad,) = torch.autograd.grad((ent * weights.to(ent.dtype)).sum(), embeds)
+    return grad
 
 
 def padded_frozen(frozen: FrozenState) -> FrozenState:

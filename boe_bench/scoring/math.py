@@ -8,6 +8,7 @@ intent; a parse failure or timeout counts as not equivalent, as in lm-eval).
 """
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import threading
@@ -109,12 +110,19 @@ def is_equiv(a: str, b: str, timeout_s: int = 5) -> bool:
             signal.signal(signal.SIGALRM, previous)
 
 
+_MISSING_NOTED: list[bool] = []
+
+
 def math_verify_equal(gold_text: str, completion: str) -> float | None:
     """``math_verify`` on the gold solution and the whole completion; None when the
     optional package is missing."""
     try:
         from math_verify import parse, verify
     except ImportError:
+        if not _MISSING_NOTED:
+            _MISSING_NOTED.append(True)
+            logging.getLogger(__name__).warning(
+                "math_verify metric skipped: the math-verify package is not installed (pip install 'boe_bench[math]')")
         return None
     try:
         return float(verify(parse(gold_text), parse(completion)))
@@ -130,7 +138,7 @@ def _braced_fractions(text: str) -> str:
     out = head
     for tail in tails:
         out += "\\frac"
-        if tail.startswith("{"):
+        if tail[0] == "{":  # an empty tail raises IndexError, as upstream
             out += tail
             continue
         if len(tail) < 2:
@@ -144,16 +152,20 @@ def _braced_fractions(text: str) -> str:
 
 
 def _braced_sqrt(text: str) -> str:
+    """``\\sqrt3`` -> ``\\sqrt{3}``; a bare trailing ``\\sqrt`` raises IndexError (as upstream)."""
     head, *tails = text.split("\\sqrt")
-    return head + "".join("\\sqrt" + (tail if tail.startswith("{") else "{" + tail[:1] + "}" + tail[1:])
-                          for tail in tails)
+    return head + "".join("\\sqrt" + (tail if tail[0] == "{" else "{" + tail[0] + "}" + tail[1:]) for tail in tails)
 
 
 def _slash_fraction(text: str) -> str:
     parts = text.split("/")
-    if len(parts) == 2 and all(re.fullmatch(r"-?\d+", p) for p in parts) and text == f"{int(parts[0])}/{int(parts[1])}":
-        return f"\\frac{{{int(parts[0])}}}{{{int(parts[1])}}}"
-    return text
+    if len(parts) != 2:
+        return text
+    try:
+        numerator, denominator = int(parts[0]), int(parts[1])
+    except ValueError as err:  # upstream lets this escape, so the answers are compared raw
+        raise _Uncanonical(text) from err
+    return f"\\frac{{{numerator}}}{{{denominator}}}" if text == f"{numerator}/{denominator}" else text
 
 
 class _Uncanonical(Exception):
@@ -170,7 +182,7 @@ def hendrycks_strip(text: str) -> str:
         if len(pieces) != 2:
             raise _Uncanonical(text)
         text = pieces[0]
-    text = text.replace("\\%", "").replace("\\%", "").replace(" .", " 0.").replace("{.", "{0.")
+    text = text.replace("\\%", "").replace(" .", " 0.").replace("{.", "{0.")
     if not text:
         return text
     if text.startswith("."):

@@ -24,24 +24,30 @@ SYSTEM_PROMPT = (
 
 
 def extract_equation(completion: str) -> str:
-    boxed = last_boxed_only_string(completion)
-    if boxed is not None:
-        equation = remove_boxed(boxed)
+    """d1's chain: with no ``\\boxed``/``\\fbox`` at all the whole text is the equation; the
+    ``<answer>`` block is only the fallback for a box whose braces never close."""
+    if "\\boxed" not in completion and "\\fbox" not in completion:
+        equation = completion
     else:
-        match = re.search(r"<answer>(.*?)</answer>", completion, re.DOTALL)
-        equation = match.group(1) if match else completion
+        boxed = last_boxed_only_string(completion)
+        if boxed is not None:
+            equation = remove_boxed(boxed)
+        else:
+            match = re.search(r"<answer>(.*?)</answer>", completion, re.DOTALL)
+            equation = match.group(1).strip() if match else completion
     equation = equation.replace("\\div", "/").replace("\\times", "*").replace("\\cdot", "*")
-    left_side = re.match(r"([0-9+\-*/() ]+)=[0-9. ]+", equation)
-    return (left_side.group(1) if left_side else equation).strip()
+    # "expr = target" anywhere in the text: keep the left-hand side.
+    left_side = re.search(r"([0-9+\-*/() ]+)=[0-9. ]+", equation)
+    return left_side.group(1).strip() if left_side else equation
 
 
 def evaluates_to(equation: str, numbers: list[int], target: float) -> bool:
     if sorted(int(n) for n in re.findall(r"\d+", equation)) != sorted(numbers):
         return False
-    if not re.fullmatch(r"[\d+\-*/().\s]+", equation):
+    if not re.match(r"^[\d+\-*/().\s]+$", equation):
         return False
     try:
-        value = eval(equation, {"__builtins__": None}, {})  # only digits and operators reach here
+        value = eval(equation.strip(), {"__builtins__": None}, {})  # only digits and operators reach here
     except Exception:
         return False
     return abs(value - target) < 1e-5

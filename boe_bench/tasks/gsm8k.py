@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 
-from boe_bench.tasks import TASKS
+from boe_bench.tasks import TASKS, d1_protocol
 from boe_bench.tasks.base import Task, load_split
 
 STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
@@ -50,6 +50,9 @@ class GSM8K(Task):
 
     def __init__(self, data_files: dict | None = None, num_fewshot: int = 5, protocol: str = "lmeval"):
         super().__init__(data_files, protocol)
+        d1_protocol.check_protocol("gsm8k", protocol)
+        if protocol == "d1":  # 0-shot chat, boxed answer: boe_bench/tasks/d1_protocol.py
+            d1_protocol.use_chat_protocol(self)
         self.num_fewshot = num_fewshot
         self._shots: list[dict] | None = None
 
@@ -67,9 +70,13 @@ class GSM8K(Task):
         return "".join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in self._shots)
 
     def prompt_text(self, doc: dict) -> str:
+        if self.protocol == "d1":
+            return d1_protocol.user_message(d1_protocol.GSM8K_SYSTEM_PROMPT, doc["question"])
         return f"{self.fewshot_block()}Question: {doc['question']}\nAnswer:"
 
     def score(self, doc: dict, completion: str) -> dict:
+        if self.protocol == "d1":
+            return d1_protocol.score_gsm8k(doc, completion)
         gold = reference_answer(doc)
         strict, flexible = extract_strict(completion), extract_flexible(completion)
         return {

@@ -1,23 +1,32 @@
-"""HumanEval, lm-eval's ``humaneval`` protocol: 0-shot completion of the function body,
-program = prompt + completion + test + ``check(entry_point)``, pass@1 in the sandbox."""
+"""HumanEval, lm-eval's ``humaneval`` protocol: 0-shot completion of the function from its
+signature and docstring, cut at lm-eval's stop sequences; the program is
+prompt + completion + "\\n" + test + "\\n" + ``check(entry_point)``, run in the sandbox; pass@1.
+
+Data: the hub's ``openai/openai_humaneval`` test split, or ``data_files`` pointing at
+openai/human-eval's ``HumanEval.jsonl`` (or the ``.jsonl.gz`` it ships).
+"""
 from __future__ import annotations
 
-from boe_bench.scoring.sandbox import run_program
+import gzip
+import json
+from pathlib import Path
+
+from boe_bench.errors import ConfigError
 from boe_bench.tasks import TASKS
-from boe_bench.tasks.base import Task, load_split
+from boe_bench.tasks.base import load_split
+from boe_bench.tasks.code import CodeTask
 
 
 @TASKS.register("humaneval")
-class HumanEval(Task):
-    primary_metric = "pass@1"
+class HumanEval(CodeTask):
     until = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 
-    def __init__(self, data_files: str | None = None, timeout: float = 10.0, protocol: str = "lmeval"):
-        super().__init__(data_files, protocol)
-        self.timeout = timeout
-
     def load_docs(self) -> list[dict]:
-        return [{"id": row["task_id"], **row} for row in load_split("openai/openai_humaneval", "test", self.data_files)]
+        if isinstance(self.data_files, str) and self.data_files.endswith(".gz"):
+            rows = read_gzip_jsonl(self.data_files)
+        else:
+            rows = load_split("openai/openai_humaneval", "test", self.data_files)
+        return [{"id": row["task_id"], **row} for row in rows]
 
     def prompt_text(self, doc: dict) -> str:
         return doc["prompt"]
@@ -25,6 +34,9 @@ class HumanEval(Task):
     def program(self, doc: dict, completion: str) -> str:
         return f"{doc['prompt']}{completion}\n{doc['test']}\ncheck({doc['entry_point']})\n"
 
-    def score(self, doc: dict, completion: str) -> dict:
-        result = run_program(self.program(doc, completion), timeout=self.timeout)
-        return {"answer": result.status, "pass@1": float(result.passed)}
+
+def read_gzip_jsonl(path: str) -> list[dict]:
+    if not Path(path).exists():
+        raise ConfigError(f"data file {path!r} does not exist")
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f if line.strip()]

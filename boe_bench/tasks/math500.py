@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from boe_bench.scoring.math import (is_equiv, last_boxed_only_string, math_verify_equal, minerva_final_answer,
                                     normalize_final_answer, remove_boxed)
-from boe_bench.tasks import TASKS
+from boe_bench.tasks import TASKS, d1_protocol
 from boe_bench.tasks.base import Task, load_split
 
 # The Minerva exemplars lm-eval's minerva_math uses (data, quoted verbatim).
@@ -45,16 +45,23 @@ class MATH500(Task):
 
     def __init__(self, data_files: str | None = None, protocol: str = "lmeval"):
         super().__init__(data_files, protocol)
+        d1_protocol.check_protocol("math500", protocol)
+        if protocol == "d1":  # 0-shot chat, boxed answer, Hendrycks equality: d1_protocol.py
+            d1_protocol.use_chat_protocol(self)
 
     def load_docs(self) -> list[dict]:
         rows = load_split("HuggingFaceH4/MATH-500", "test", self.data_files)
         return [{"id": row.get("unique_id", f"math500-{i}"), **row} for i, row in enumerate(rows)]
 
     def prompt_text(self, doc: dict) -> str:
+        if self.protocol == "d1":
+            return d1_protocol.user_message(d1_protocol.MATH500_SYSTEM_PROMPT, doc["problem"])
         shots = "".join(problem_block(p) + " " + s + "\n\n" for p, s in EXEMPLARS)
         return shots + problem_block(doc["problem"])
 
     def score(self, doc: dict, completion: str) -> dict:
+        if self.protocol == "d1":
+            return d1_protocol.score_math500(doc, completion)
         gold = normalize_final_answer(remove_boxed(last_boxed_only_string(doc["solution"])))
         answer = normalize_final_answer(minerva_final_answer(completion))
         metrics = {"answer": answer, "exact_match": float(is_equiv(answer, gold))}

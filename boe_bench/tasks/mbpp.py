@@ -1,11 +1,18 @@
-"""MBPP, lm-eval's ``mbpp`` protocol: 3 fixed shots (task ids 2, 3, 4) in the
-``[BEGIN]``/``[DONE]`` format, the 500 test problems (ids 11-510), program = completion +
-the three asserts, pass@1 in the sandbox."""
+"""MBPP, lm-eval's ``mbpp`` protocol: the 500 test problems (task ids 11-510), 3 fixed shots
+(task ids 2, 3, 4, in that order) in the ``[BEGIN]``/``[DONE]`` format, generation cut at
+``[DONE]``; the program is completion + "\\n" + the three asserts (``test_setup_code`` and the
+challenge tests are not used, as in lm-eval), run in the sandbox; pass@1.
+
+Data: the hub's ``google-research-datasets/mbpp`` config ``full`` (test split for problems,
+prompt split for shots), or ``data_files`` pointing at google-research's ``mbpp.jsonl``, which
+holds every split; problems and shots are then picked by task id.
+"""
 from __future__ import annotations
 
-from boe_bench.scoring.sandbox import run_program
+from boe_bench.errors import ConfigError
 from boe_bench.tasks import TASKS
-from boe_bench.tasks.base import Task, load_split
+from boe_bench.tasks.base import load_split
+from boe_bench.tasks.code import CodeTask
 
 SHOT_IDS = (2, 3, 4)
 TEST_IDS = range(11, 511)
@@ -18,38 +25,38 @@ def describe_problem(doc: dict) -> str:
 
 
 @TASKS.register("mbpp")
-class MBPP(Task):
-    primary_metric = "pass@1"
+class MBPP(CodeTask):
     until = ("[DONE]",)
 
-    def __init__(self, data_files: str | None = None, timeout: float = 10.0, protocol: str = "lmeval"):
-        super().__init__(data_files, protocol)
-        self.timeout = timeout
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self._shots: list[dict] | None = None
 
     def _rows(self, split: str) -> list[dict]:
-        # A local mbpp.jsonl holds every split; the hub's `full` config splits them.
-        if self.data_files:
+        if isinstance(self.data_files, str):
             return load_split("", split, self.data_files)
+        if self.data_files:  # a mapping split -> file, like the hub's splits
+            return load_split("", split, self.data_files.get(split) or self.data_files.get("test"))
         return load_split("google-research-datasets/mbpp", split, None, config="full")
 
     def load_docs(self) -> list[dict]:
-        rows = [r for r in self._rows("test") if r["task_id"] in TEST_IDS]
-        return [{"id": f"mbpp-{r['task_id']}", **r} for r in rows]
+        rows = [r for r in self._rows("test") if int(r["task_id"]) in TEST_IDS]
+        return [{"id": f"mbpp-{r['task_id']}", **r} for r in sorted(rows, key=lambda r: int(r["task_id"]))]
 
     def shots(self) -> list[dict]:
         if self._shots is None:
-            by_id = {r["task_id"]: r for r in self._rows("prompt") if r["task_id"] in SHOT_IDS}
+            by_id = {int(r["task_id"]): r for r in self._rows("prompt")}
+            missing = [i for i in SHOT_IDS if i not in by_id]
+            if missing:
+                raise ConfigError(f"MBPP data lacks the few-shot problems with task_id {missing} (lm-eval uses 2, 3, 4)")
             self._shots = [by_id[i] for i in SHOT_IDS]
         return self._shots
 
     def prompt_text(self, doc: dict) -> str:
+        # lm-eval: each shot is problem + code + "\n[DONE]" (target_delimiter ""), joined and
+        # followed by the fewshot_delimiter "\n\n".
         shots = "".join(f"{describe_problem(s)}{s['code']}\n[DONE]\n\n" for s in self.shots())
         return shots + describe_problem(doc)
 
     def program(self, doc: dict, completion: str) -> str:
         return completion + "\n" + "\n".join(doc["test_list"][:3]) + "\n"
-
-    def score(self, doc: dict, completion: str) -> dict:
-        result = run_program(self.program(doc, completion), timeout=self.timeout)
-        return {"answer": result.status, "pass@1": float(result.passed)}

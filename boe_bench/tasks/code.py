@@ -1,0 +1,63 @@
+"""What HumanEval and MBPP share: a completion becomes a program, the program runs in the
+sandbox, and a problem's samples become unbiased pass@k.
+
+The runner draws one sample per document, so there pass@1 is the plain mean of passes.
+Several samples per problem arrive through the rescoring CLI (several prediction lines with
+the same id); ``aggregate`` then groups records by id and reports pass@k for every
+configured k no larger than the smallest number of samples any problem has.
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections import defaultdict
+
+from boe_bench.errors import ConfigError
+from boe_bench.scoring.sandbox import pass_at_k, run_program
+from boe_bench.tasks.base import Task
+
+
+def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
+    """The text before the first stop sequence, as lm-eval's generate_until returns it
+    (a no-op on the runner's completions, which are already cut)."""
+    hits = [text.find(stop) for stop in until if stop and stop in text]
+    return text[: min(hits)] if hits else text
+
+
+class CodeTask(Task):
+    primary_metric = "pass@1"
+
+    def __init__(self, data_files=None, protocol: str = "lmeval", timeout: float = 3.0, memory_mb: int = 1024,
+                 k: list[int] | tuple[int, ...] = (1,)):
+        super().__init__(data_files, protocol)
+        if timeout <= 0 or memory_mb < 64:
+            raise ConfigError(f"the sandbox needs timeout > 0 and memory_mb >= 64, got {timeout} and {memory_mb}")
+        if not k or any(int(v) < 1 for v in k):
+            raise ConfigError(f"k must be a list of positive integers, got {list(k)}")
+        # pass@1 is the headline metric, so it is always reported.
+        self.timeout, self.memory_mb, self.k = timeout, memory_mb, sorted({1, *(int(v) for v in k)})
+
+    @abstractmethod
+    def program(self, doc: dict, completion: str) -> str:
+        """The whole program run for one completion: solution, then the tests."""
+
+    def score(self, doc: dict, completion: str) -> dict:
+        result = run_program(self.program(doc, cut_at_stop(completion, self.until)),
+                             timeout=self.timeout, memory_mb=self.memory_mb)
+        return {"answer": result.status, "pass@1": float(result.passed), "timed_out": float(result.status == "timed out")}
+
+    def aggregate(self, records: list[dict]) -> dict:
+        if not records:
+            return {}
+        passes = defaultdict(list)
+        for record in records:
+            passes[record["id"]].append(record["metrics"]["pass@1"])
+        fewest = min(len(v) for v in passes.values())
+        metrics = {f"pass@{k}": sum(pass_at_k(len(v), int(sum(v)), k) for v in passes.values()) / len(passes)
+                   for k in self.k if k <= fewest}
+        metrics["timed_out"] = sum(r["metrics"].get("timed_out", 0.0) for r in records) / len(records)
+        metrics["problems"] = len(passes)
+        metrics["samples_per_problem"] = fewest
+        return metrics
+
+    def describe(self) -> dict:
+        return {**super().describe(), "timeout": self.timeout, "memory_mb": self.memory_mb, "k": self.k}

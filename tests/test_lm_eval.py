@@ -1,0 +1,95 @@
+"""boe_mdm through lm-evaluation-harness, offline: a local GSM8K task on the fixture slice."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lm_eval", reason="lm-eval is optional: pip install 'boe_bench[lm-eval]' (lm-eval==0.4.13)")
+
+ROOT = Path(__file__).resolve().parents[1]
+FIX = ROOT / "tests" / "fixtures"
+MODEL_ARGS = dict(model="tiny", sampler="confidence", gen_length=16, steps=8, block_length=16)
+
+
+def write_task(directory: Path) -> str:
+    """A generate_until task over the fixture files (absolute paths: lm-eval resolves
+    data_files against its own working directory)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "gsm8k_fixture.yaml").write_text(f"""task: gsm8k_fixture
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {FIX / 'gsm8k_test.jsonl'}
+    train: {FIX / 'gsm8k_train.jsonl'}
+output_type: generate_until
+test_split: test
+fewshot_split: train
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{answer.split('####')[-1].strip()}}}}"
+generation_kwargs:
+  until: ["Question:", "\\n\\n"]
+  do_sample: false
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+""")
+    return "gsm8k_fixture"
+
+
+def test_generate_until_matches_our_sampler_and_scores_through_the_harness(tmp_path):
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from boe_bench.integrations.lm_eval import BoeMDM
+    from boe_bench.samplers.base import StopCriterion
+
+    lm = BoeMDM(**MODEL_ARGS, batch_size=1)
+    task = write_task(tmp_path / "tasks")
+    result = simple_evaluate(model=lm, tasks=[task], task_manager=TaskManager(include_path=str(tmp_path / "tasks")),
+                             limit=3, num_fewshot=0, log_samples=True)
+    samples = result["samples"][task]
+    assert [s["doc_id"] for s in samples] == [0, 1, 2]
+    assert 0.0 <= result["results"][task]["exact_match,none"] <= 1.0
+    # What the harness scored is exactly what our sampler generates for the same prompt.
+    tokenizer = lm.model.tokenizer
+    stop = StopCriterion(tokenizer, ["Question:", "\n\n"], lm.model.eos_ids)
+    for index, sample in enumerate(samples):
+        prompt = f"Question: {sample['doc']['question']}\nAnswer:"
+        expected = lm.sampler.generate(lm.model, [tokenizer(prompt)["input_ids"]], lm.schedule, stop=stop,
+                                       seed=lm.seed + index).texts[0]
+        assert sample["resps"] == [[expected]]
+        assert "Question:" not in expected
+
+
+def test_loglikelihood_says_it_is_not_implemented_and_bad_args_are_refused():
+    from boe_bench.errors import ConfigError
+    from boe_bench.integrations.lm_eval import BoeMDM
+
+    lm = BoeMDM(**MODEL_ARGS)
+    with pytest.raises(NotImplementedError, match="generate_until"):
+        lm.loglikelihood([])
+    with pytest.raises(ConfigError, match="unknown boe_mdm model_args"):
+        BoeMDM(**MODEL_ARGS, rho=0.3)
+    assert lm.gather_object({"a": 1}) == [{"a": 1}] and lm.rank == 0 and lm.world_size == 1
+
+
+@pytest.mark.slow  # a fresh interpreter importing lm-eval, torch and transformers
+def test_cli_entry_point_runs_the_registered_model(tmp_path):
+    task = write_task(tmp_path / "tasks")
+    args = ",".join(f"{k}={v}" for k, v in MODEL_ARGS.items()) + ",sampler.temperature=0.0"
+    result = subprocess.run(
+        [sys.executable, "-m", "boe_bench.integrations.lm_eval", "--model", "boe_mdm", "--model_args", args,
+         "--tasks", task, "--include_path", str(tmp_path / "tasks"), "--limit", "2", "--num_fewshot", "0",
+         "--output_path", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = list((tmp_path / "out").rglob("results_*.json"))
+    assert written, result.stdout[-2000:]
+    results = json.loads(written[0].read_text())
+    assert results["results"][task]["exact_match,none"] is not None
+    assert results["config"]["model"] == "boe_mdm"
