@@ -3,6 +3,8 @@ autograd, the zero-gradient trap, eqs. 15/19, padding, and accounting (design/bo
 import math
 
 import pytest
+
+from boe_bench.models.base import padding_bias
 import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -94,7 +96,7 @@ def test_dense_tis_equals_plain_autograd_of_stock_model(arch):
     embeds = model.embed(state.x).detach().requires_grad_(True)
     rows, _ = model.forward_rows(embeds, state.attention_mask)
     ours = BoESampler(rows="all").dense_tis(model, rows, embeds, cand, targets, delta)
-    bias = model._attention_bias(state.attention_mask.bool(), torch.float32)
+    bias = padding_bias(state.attention_mask.bool(), torch.float32)
     stock = tis_from_rows_fn(model, state, cand, targets, delta, lambda e: model.hf(
         inputs_embeds=e, attention_mask=bias, position_ids=positions_from_mask(state.attention_mask)).logits)
     assert ours[cand].abs().min() > 0

@@ -10,6 +10,8 @@ import json
 import shutil
 
 import pytest
+
+from boe_bench.models.base import padding_bias
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaForCausalLM, Qwen2ForCausalLM
@@ -288,7 +290,7 @@ def test_llada_checkpoint_loads_every_key_with_equal_weights(llada_dir):
         assert torch.equal(ours[key], value), key
     assert rope_theta(model.hf.config) == 500000.0
     ids = random_ids((2, 12))
-    bias = model._attention_bias(torch.ones_like(ids, dtype=torch.bool), torch.float32)
+    bias = padding_bias(torch.ones_like(ids, dtype=torch.bool), torch.float32)
     stock = source(input_ids=ids, attention_mask=bias.expand(-1, -1, 12, -1)).logits
     assert torch.allclose(model(ids), stock, rtol=1e-5, atol=1e-5)
 
@@ -398,7 +400,7 @@ def test_our_layer_loop_equals_the_stock_forward_under_a_bidirectional_mask(chec
     ids = random_ids((2, 12), seed=2)
     mask = torch.ones_like(ids)
     mask[1, :4] = 0
-    bias = model._attention_bias(mask.bool(), torch.float32)
+    bias = padding_bias(mask.bool(), torch.float32)
     assert bias.shape == (2, 1, 1, 12)  # a full 4-D additive mask: every real key visible to every query
     stock = model.hf(input_ids=ids, attention_mask=bias.expand(-1, -1, 12, -1),
                      position_ids=positions_from_mask(mask)).logits

@@ -144,6 +144,23 @@ def frozen_with_padding_slot(state: FrozenState, live_rows: Tensor) -> tuple[Ten
     return key_mask, [pad(k) for k in state.keys], [pad(v) for v in state.values]
 
 
+def canvas_masks(embeds: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """(key_mask [B, L] bool, position ids [B, L], additive attention bias [B, 1, 1, L]) of a
+    left-padded canvas; no attention mask means no padding."""
+    b, n, _ = embeds.shape
+    if attention_mask is None:
+        attention_mask = torch.ones(b, n, dtype=torch.long, device=embeds.device)
+    key_mask = attention_mask.bool()
+    return key_mask, positions_from_mask(attention_mask), padding_bias(key_mask, embeds.dtype)
+
+
+def padding_bias(key_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """Additive bias [B, 1, 1, L] that hides padded keys from every query."""
+    bias = torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device)
+    bias.masked_fill_(~key_mask, torch.finfo(dtype).min)
+    return bias[:, None, None, :]
+
+
 def positions_from_mask(attention_mask: Tensor) -> Tensor:
     """Position ids that ignore left padding, so a padded prompt sees what it would alone."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from boe_bench.errors import ConfigError
 from boe_bench.models import MODELS
-from boe_bench.models.base import Denoiser, FrozenState, frozen_with_padding_slot, positions_from_mask
+from boe_bench.models.base import Denoiser, FrozenState, canvas_masks, frozen_with_padding_slot, padding_bias
 from boe_bench.models.hub import default_device, default_dtype, iter_safetensors, read_config, resolve_checkpoint
 
 TIME_FREQUENCIES = 256  # width of the sinusoidal time features (the reference's TimestepEmbedder)
@@ -186,12 +186,6 @@ class MDLMDenoiser(Denoiser):
         shift, scale = self.final_modulation(cond)[:, None].chunk(2, dim=-1)
         return self.head(modulate(layer_norm(h, self.final_norm), shift, scale))
 
-    @staticmethod
-    def attention_bias(key_mask: Tensor, dtype: torch.dtype) -> Tensor:
-        bias = torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device)
-        bias.masked_fill_(~key_mask, torch.finfo(dtype).min)
-        return bias[:, None, None, :]
-
     def subs(self, logits: Tensor, ids: Tensor | None) -> Tensor:
         """Mask logit -1e6, log-softmax; rows whose input is a real token copy it."""
         never = max(NEVER, torch.finfo(logits.dtype).min)
@@ -207,11 +201,7 @@ class MDLMDenoiser(Denoiser):
 
     def forward_rows(self, embeds, attention_mask=None, time=None, capture=False, ids=None):
         b, n, _ = embeds.shape
-        if attention_mask is None:
-            attention_mask = torch.ones(b, n, dtype=torch.long, device=embeds.device)
-        key_mask = attention_mask.bool()
-        positions = positions_from_mask(attention_mask)
-        bias = self.attention_bias(key_mask, embeds.dtype)
+        key_mask, positions, bias = canvas_masks(embeds, attention_mask)
         cos, sin = self.rotary(positions, embeds.dtype)
         cond = self.condition(time, b)
         keys, values = [], []
@@ -234,7 +224,7 @@ class MDLMDenoiser(Denoiser):
         length = state.key_mask.shape[1]
         key_mask, keys, values = frozen_with_padding_slot(state, live_rows)
         positions = state.positions.gather(1, live_rows.clamp(max=length - 1))
-        bias = self.attention_bias(key_mask, live_embeds.dtype)
+        bias = padding_bias(key_mask, live_embeds.dtype)
         cos, sin = self.rotary(positions, live_embeds.dtype)
         cond = self.condition(_repeat_to(state.time, batch), batch)
         slot = live_rows[:, None, :, None].expand(-1, self.cfg.n_heads, -1, self.cfg.head_dim)

@@ -21,6 +21,9 @@ from boe_bench.models import MODELS
 from boe_bench.models.base import Denoiser, FrozenState, frozen_with_padding_slot
 
 
+FORBIDDEN_LOGIT = -1e4  # exp(-1e4) is 0 even in float64
+
+
 @dataclass(frozen=True)
 class GridShape:
     box_rows: int
@@ -153,10 +156,12 @@ class PuzzleDenoiser(Denoiser):
 
     def logits_from(self, h: Tensor) -> Tensor:
         logits = self.head(self.norm(h))
-        # A cell is always a digit: MASK and padding are never predicted.
+        # A cell is always a digit: MASK and padding are never predicted. A finite floor, not
+        # -inf: their probability still underflows to exactly 0 in every dtype, but the
+        # entropy's gradient (p log p at p = 0) stays finite, where -inf makes BoE's TIS NaN.
         forbidden = torch.zeros(self.vocab_size, dtype=torch.bool, device=logits.device)
         forbidden[[self.pad_id, self.mask_id]] = True
-        return logits.masked_fill(forbidden, float("-inf"))
+        return logits.masked_fill(forbidden, FORBIDDEN_LOGIT)
 
     def _check_length(self, length: int) -> None:
         if length != self.shape.cells:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from boe_bench.models.base import Denoiser, FrozenState, frozen_with_padding_slot, positions_from_mask
+from boe_bench.models.base import Denoiser, FrozenState, canvas_masks, frozen_with_padding_slot, padding_bias
 
 
 def _rms_norm(norm, x: Tensor) -> Tensor:
@@ -56,10 +56,6 @@ class TransformerDenoiser(Denoiser):
     def embedding_matrix(self) -> Tensor:
         return self.hf.model.embed_tokens.weight
 
-    def _attention_bias(self, key_mask: Tensor, dtype: torch.dtype) -> Tensor:
-        bias = torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device)
-        bias.masked_fill_(~key_mask, torch.finfo(dtype).min)
-        return bias[:, None, None, :]
 
     def _qkv(self, layer, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, n, _ = x.shape
@@ -85,11 +81,7 @@ class TransformerDenoiser(Denoiser):
 
     def forward_rows(self, embeds, attention_mask=None, time=None, capture=False, ids=None):
         b, n, _ = embeds.shape
-        if attention_mask is None:
-            attention_mask = torch.ones(b, n, dtype=torch.long, device=embeds.device)
-        key_mask = attention_mask.bool()
-        positions = positions_from_mask(attention_mask)
-        bias = self._attention_bias(key_mask, embeds.dtype)
+        key_mask, positions, bias = canvas_masks(embeds, attention_mask)
         cos, sin = self._rotary(embeds, positions)
         keys, values = [], []
         h = embeds
@@ -107,7 +99,7 @@ class TransformerDenoiser(Denoiser):
         length = state.key_mask.shape[1]
         key_mask, keys, values = frozen_with_padding_slot(state, live_rows)
         positions = state.positions.gather(1, live_rows.clamp(max=length - 1))
-        bias = self._attention_bias(key_mask, live_embeds.dtype)
+        bias = padding_bias(key_mask, live_embeds.dtype)
         cos, sin = self._rotary(live_embeds, positions)
         slot = live_rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)
         h = live_embeds

@@ -26,8 +26,12 @@ def collect(root: Path) -> pd.DataFrame:
             "nfe": summary["mean_nfe"], "cost": summary["mean_cost_fwd_equiv"],
             "generation_wall_s": summary.get("generation_wall_s"), "wall_s": summary["job_wall_s"],
             "merged_shards": summary.get("merged_shards", 1), "path": str(path.parent),
+            # Secondary metrics (OWT: gen PPL, entropy beside MAUVE) for runs.csv and W&B.
+            **{f"metric:{k}": v for k, v in summary.get("metrics", {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)},
         })
-    return pd.DataFrame(rows, columns=COLUMNS)
+    frame = pd.DataFrame(rows)
+    return frame.reindex(columns=[*COLUMNS, *sorted(set(frame.columns) - set(COLUMNS))])
 
 
 def paper_numbers(experiment: str, paper_dir: Path) -> pd.DataFrame:
