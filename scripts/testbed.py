@@ -6,8 +6,8 @@ Writes to results/testbed/:
 - testbed.md: mean and spread over seeds, per sampler and difficulty;
 - entropy_trajectory.png/.csv: mean total masked entropy after each step, per sampler;
 - tis_vs_true_drop.csv: for BoE's candidates at sampled steps, TIS next to the true drop in
-  total masked entropy after revealing that candidate (one extra forward each), with the
-  Spearman rank correlation per step in testbed.md.
+  entropy after revealing that candidate (one extra forward each), with the Spearman rank
+  correlation per step and the drops of BoE's and Confidence's picks in testbed.md.
 
     python scripts/testbed.py                 # or: make testbed
 """
@@ -101,31 +101,44 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-12))
 
 
-def tis_against_true_drop(model, task: SudokuGrid, n_puzzles: int, every: int) -> pd.DataFrame:
-    """Follow BoE (rho = 1: every masked cell is a candidate) and, every ``every`` steps,
-    reveal each candidate alone to measure the true one-step entropy drop."""
-    sampler = BoESampler(rho=1.0)
+def tis_against_true_drop(model, sampler: BoESampler, task: SudokuGrid, n_puzzles: int, every: int) -> pd.DataFrame:
+    """Follow BoE one cell per step and, every ``every`` steps, reveal each of its candidates
+    alone (its drawn token) to measure the true one-step entropy drop, with one extra forward
+    per candidate. Two drops: of the total masked entropy (the revealed cell's own entropy
+    included), and of the entropy over BoE's targets (masked non-candidates), which is what
+    TIS estimates. ``confidence`` marks each candidate's probability, so the pick of the
+    Confidence policy among the same candidates can be compared with BoE's."""
     sampler.total_steps = task.empty_cells
     rows = []
     for doc in task.docs()[:n_puzzles]:
         state = DecodeState.start(model, [[]], task.shape.cells, gen_init=[task.initial_generation(doc, model.tokenizer)])
         window = torch.ones(task.shape.cells, dtype=torch.bool)
+        budget = torch.ones(1, dtype=torch.long)
         for step in range(task.empty_cells):
-            budget = torch.ones(1, dtype=torch.long)
             ranking = sampler.rank(model, state, window, budget, step)
-            if step % every == 0:
-                cand = ranking["candidates"][0].nonzero().flatten()
+            cand_mask = ranking["candidates"][0]
+            score = ranking["score"][0].masked_fill(~cand_mask, float("-inf"))
+            pick = int(score.argmax())
+            if step % every == 0 and cand_mask.sum() > 1:
+                cand = cand_mask.nonzero().flatten()
+                targets = ranking["targets"][0]
                 with torch.no_grad():
-                    before = (entropy(model(state.x)) * state.masked).sum().item()
+                    logits = model(state.x)
+                    before = entropy(logits)[0]
                     revealed = state.x.repeat(len(cand), 1)
                     revealed[torch.arange(len(cand)), cand] = ranking["tokens"][0, cand]
-                    after = (entropy(model(revealed)) * (revealed == model.mask_id)).sum(-1)
-                for position, tis, drop in zip(cand.tolist(), ranking["tis"][0, cand].tolist(),
-                                               (before - after).tolist()):
-                    rows.append({"puzzle": doc["id"], "step": step, "position": position, "tis": tis,
-                                 "true_drop": drop})
+                    after = entropy(model(revealed))
+                    confidence = logits[0].softmax(-1).gather(-1, ranking["tokens"][0][:, None]).squeeze(-1)
+                drop_total = (before * state.masked[0]).sum() - (after * (revealed == model.mask_id)).sum(-1)
+                drop_targets = ((before - after) * targets).sum(-1)
+                for i, position in enumerate(cand.tolist()):
+                    rows.append({"puzzle": doc["id"], "empty_cells": task.empty_cells, "every": every, "step": step,
+                                 "position": position, "tis": float(ranking["tis"][0, position]),
+                                 "score": float(score[position]), "confidence": float(confidence[position]),
+                                 "boe_pick": position == pick, "true_drop": float(drop_total[i]),
+                                 "true_drop_targets": float(drop_targets[i])})
             chosen = torch.zeros_like(state.masked)
-            chosen[0, ranking["score"][0].masked_fill(~ranking["candidates"][0], float("-inf")).argmax()] = True
+            chosen[0, pick] = True
             state.commit(chosen, ranking["tokens"])
     return pd.DataFrame(rows)
 
@@ -138,12 +151,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--samplers", default=None, help="comma-separated; default: every sampler config")
     parser.add_argument("--out", default="results/testbed")
+    parser.add_argument("--drop-puzzles", type=int, default=5, help="puzzles for TIS vs true drop; 0 skips")
+    parser.add_argument("--merge", default=None, help="comma-separated testbed dirs: only rewrite the report from them")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        merge(args.merge.split(","), out)
+        return
     model = build_model("puzzle_mdm")
     difficulties = [int(k) for k in args.difficulties.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -171,21 +189,47 @@ def main() -> None:
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "testbed.csv", index=False)
     pd.DataFrame(trajectories).to_csv(out / "entropy_trajectory.csv", index=False)
-    drops = tis_against_true_drop(model, SudokuGrid(grid=model.shape.size, empty_cells=difficulties[-1],
-                                                    n_puzzles=5, seed=99), n_puzzles=5, every=10)
-    drops.to_csv(out / "tis_vs_true_drop.csv", index=False)
+    drops = pd.DataFrame()
+    if args.drop_puzzles:
+        drop_task = SudokuGrid(grid=model.shape.size, empty_cells=difficulties[-1], n_puzzles=args.drop_puzzles, seed=99)
+        drops = tis_against_true_drop(model, build("boe"), drop_task, n_puzzles=args.drop_puzzles, every=5)
+        drops.to_csv(out / "tis_vs_true_drop.csv", index=False)
     write_report(frame, pd.DataFrame(trajectories), drops, out)
 
 
+def merge(parts: list[str], out: Path) -> None:
+    """One report from testbed runs over disjoint sampler sets (run in parallel processes)."""
+    def read(name: str) -> pd.DataFrame:
+        frames = []
+        for part in parts:
+            try:
+                frames.append(pd.read_csv(Path(part) / name))
+            except (FileNotFoundError, pd.errors.EmptyDataError):  # a run without that output
+                continue
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    frames = {name: read(name) for name in ("testbed.csv", "entropy_trajectory.csv", "tis_vs_true_drop.csv")}
+    for name, frame in frames.items():
+        if not frame.empty:
+            frame.to_csv(out / name, index=False)
+    write_report(frames["testbed.csv"], frames["entropy_trajectory.csv"], frames["tis_vs_true_drop.csv"], out)
+
+
 def write_report(frame: pd.DataFrame, trajectories: pd.DataFrame, drops: pd.DataFrame, out: Path) -> None:
+    if frame.empty:
+        frame = pd.DataFrame(columns=["empty_cells", "sampler", "seed", "solved", "cell_accuracy", "nfe",
+                                      "cost_fwd_equiv", "wall_s"])
     summary = frame.groupby(["empty_cells", "sampler"]).agg(
         solved_mean=("solved", "mean"), solved_std=("solved", "std"), cell_acc=("cell_accuracy", "mean"),
         nfe=("nfe", "mean"), cost=("cost_fwd_equiv", "mean"), wall_s=("wall_s", "mean")).reset_index()
-    per_step = drops.groupby(["puzzle", "step"]).apply(
-        lambda g: spearman(torch.tensor(g["tis"].values), torch.tensor(g["true_drop"].values)), include_groups=False)
+    def per_step(column: str, ranked_by: str = "tis") -> pd.Series:
+        return drops.groupby(["puzzle", "step"]).apply(
+            lambda g: spearman(torch.tensor(g[ranked_by].values), torch.tensor(g[column].values)), include_groups=False)
+
     lines = ["# Testbed: samplers on the self-trained 9x9 puzzle MDM", "",
              f"Solve rate over {frame['seed'].nunique()} seeds (puzzle sets), mean ± std; NFE, cost "
-             "(forward-equivalents) and wall-clock per puzzle set, measured on a 2-core CPU.", ""]
+             "(forward-equivalents) and wall-clock per puzzle set, measured on CPU (wall-clock is indicative only "
+             "on a shared machine; NFE and cost are exact).", ""]
     for k, group in summary.groupby("empty_cells"):
         lines += [f"## {k} empty cells", "", "| sampler | solved | cell acc | NFE | cost | wall s |",
                   "|---|---|---|---|---|---|"]
@@ -193,12 +237,31 @@ def write_report(frame: pd.DataFrame, trajectories: pd.DataFrame, drops: pd.Data
             lines.append(f"| {r.sampler} | {r.solved_mean:.3f} ± {0 if pd.isna(r.solved_std) else r.solved_std:.3f} "
                          f"| {r.cell_acc:.3f} | {r.nfe:.1f} | {r.cost:.1f} | {r.wall_s:.1f} |")
         lines.append("")
-    lines += ["## TIS against the true one-step entropy drop", "",
-              f"BoE (rho = 1) on 5 puzzles; at every 10th step each candidate is revealed alone and the drop in "
-              f"total masked entropy measured with one extra forward. Spearman rank correlation between TIS and "
-              f"the true drop over the candidates of a step: mean {per_step.mean():.3f}, median "
-              f"{per_step.median():.3f}, min {per_step.min():.3f}, max {per_step.max():.3f} over {len(per_step)} steps.",
-              ""]
+    if not drops.empty:
+        lines += ["## TIS against the true one-step entropy drop", "",
+                  f"BoE (configs/sampler/boe.yaml) decoding {drops['puzzle'].nunique()} puzzles with "
+                  f"{drops['empty_cells'].iloc[0]} empty cells, one cell per step; at every {drops['every'].iloc[0]}th "
+                  "step each of its candidates is revealed alone (its drawn token) and the entropies measured again "
+                  "with one extra forward. Spearman rank correlation between TIS and the true drop over the "
+                  "candidates of one step, per step:", "",
+                  "| ranking | true drop in | mean | median | min | max | steps |", "|---|---|---|---|---|---|---|"]
+        for ranked_by, column, label in (
+                ("tis", "true_drop", "total masked entropy (incl. the revealed cell's own)"),
+                ("tis", "true_drop_targets", "entropy of BoE's targets (what TIS estimates)"),
+                ("confidence", "true_drop_targets", "entropy of BoE's targets")):
+            rho = per_step(column, ranked_by)
+            lines.append(f"| {ranked_by} | {label} | {rho.mean():.3f} | {rho.median():.3f} | {rho.min():.3f} "
+                         f"| {rho.max():.3f} | {len(rho)} |")
+        steps = drops.groupby(["puzzle", "step"])
+        picks = pd.DataFrame({
+            "boe": steps.apply(lambda g: g.loc[g["boe_pick"], "true_drop"].iloc[0], include_groups=False),
+            "confidence": steps.apply(lambda g: g.loc[g["confidence"].idxmax(), "true_drop"], include_groups=False),
+            "best": steps["true_drop"].max(), "mean": steps["true_drop"].mean()})
+        lines += ["", "True drop in total masked entropy (nats) of the cell each rule picks among the same "
+                  "candidates, mean over the measured steps:", "",
+                  "| BoE's pick | Confidence's pick | best candidate | candidate mean |", "|---|---|---|---|",
+                  f"| {picks['boe'].mean():.3f} | {picks['confidence'].mean():.3f} | {picks['best'].mean():.3f} "
+                  f"| {picks['mean'].mean():.3f} |", ""]
     (out / "testbed.md").write_text("\n".join(lines))
     if not trajectories.empty:
         import matplotlib
@@ -207,13 +270,18 @@ def write_report(frame: pd.DataFrame, trajectories: pd.DataFrame, drops: pd.Data
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, trajectories["empty_cells"].nunique(), figsize=(12, 4), squeeze=False)
+        # One colour per sampler across panels; past twenty colours, a second line style.
+        names, colors = sorted(trajectories["sampler"].unique()), plt.get_cmap("tab20").colors
         for ax, (k, group) in zip(axes[0], trajectories.groupby("empty_cells")):
             for name, curve in group.groupby("sampler"):
-                ax.plot(curve["forward"], curve["masked_entropy"], label=name, linewidth=1)
+                i = names.index(name)
+                ax.plot(curve["forward"], curve["masked_entropy"], label=name, linewidth=1,
+                        color=colors[i % len(colors)], linestyle="-" if i < len(colors) else "--")
             ax.set_title(f"{k} empty cells")
             ax.set_xlabel("forward pass")
             ax.set_ylabel("total masked entropy (nats)")
-        axes[0][-1].legend(fontsize=6)
+        handles = {label: line for ax in axes[0] for line, label in zip(*ax.get_legend_handles_labels())}
+        axes[0][-1].legend(list(handles.values()), list(handles.keys()), fontsize=6)
         fig.tight_layout()
         fig.savefig(out / "entropy_trajectory.png", dpi=120)
     print((out / "testbed.md").read_text())
