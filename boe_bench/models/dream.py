@@ -7,13 +7,11 @@ normalisation, so the stock ``Qwen2Tokenizer`` reads the released files unchange
 """
 from __future__ import annotations
 
-import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
 
 from boe_bench.errors import ConfigError
 from boe_bench.models import MODELS
-from boe_bench.models.hub import (default_device, default_dtype, end_of_text_ids, load_tokenizer, load_weights,
-                                  read_config, resolve_checkpoint)
+from boe_bench.models.hub import end_of_text_ids, load_stock_model, load_tokenizer
 from boe_bench.models.transformer import TransformerDenoiser
 
 REQUIRED_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
@@ -42,14 +40,7 @@ def build_dream(path: str = "Dream-org/Dream-v0-Base-7B", dtype: str | None = No
                 mask_id: int | None = None, eot_token: str | None = "<|im_end|>") -> TransformerDenoiser:
     """Dream from a hub id (``Dream-org/Dream-v0-Base-7B`` / ``-Instruct-7B``; offline from
     the HF cache) or a local directory in Dream's released layout."""
-    directory = resolve_checkpoint(path)
-    raw = read_config(directory)
-    config = qwen2_config_from_dream(raw)
-    config._attn_implementation = "sdpa"
-    device = default_device(device)
-    with torch.device("meta"):
-        hf = Qwen2ForCausalLM(config)
-    load_weights(hf, directory, lambda key: key, device, default_dtype(dtype, device))
+    hf, raw, directory = load_stock_model(path, Qwen2ForCausalLM, qwen2_config_from_dream, lambda key: key, dtype, device)
     tokenizer = load_tokenizer(directory, stock_fallback=Qwen2Tokenizer)
     mask = mask_id if mask_id is not None else raw.get("mask_token_id", tokenizer.mask_token_id)
     if mask is None:

@@ -177,3 +177,17 @@ def end_of_text_ids(config_eos, tokenizer, eot_token: str | None) -> list[int]:
     if isinstance(eot, int) and eot != tokenizer.unk_token_id and eot not in ids:
         ids.append(eot)
     return ids
+
+
+def load_stock_model(path: str, hf_class, to_config, rename, dtype: str | None, device: str | None):
+    """(hf model, raw config.json, directory): a released checkpoint in a stock transformers
+    class, built on meta and filled by ``load_weights`` (shared by LLaDA and Dream)."""
+    directory = resolve_checkpoint(path)
+    raw = read_config(directory)
+    config = to_config(raw)
+    config._attn_implementation = "sdpa"
+    device = default_device(device)
+    with torch.device("meta"):
+        hf = hf_class(config)
+    load_weights(hf, directory, rename, device, default_dtype(dtype, device))
+    return hf, raw, directory

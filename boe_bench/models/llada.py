@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import re
 
-import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from boe_bench.errors import ConfigError
 from boe_bench.models import MODELS
-from boe_bench.models.hub import (default_device, default_dtype, end_of_text_ids, load_tokenizer, load_weights,
-                                  read_config, resolve_checkpoint)
+from boe_bench.models.hub import end_of_text_ids, load_stock_model, load_tokenizer
 from boe_bench.models.transformer import TransformerDenoiser
 
 # Fallbacks when a config omits them; the released configs carry both. The EoT id (126348)
@@ -104,14 +102,7 @@ def build_llada(path: str = "GSAI-ML/LLaDA-8B-Base", dtype: str | None = None, d
                 eot_token: str = "<|eot_id|>") -> TransformerDenoiser:
     """LLaDA from a hub id (``GSAI-ML/LLaDA-8B-Base``, ``-Instruct``, ``LLaDA-1.5``; offline
     from the HF cache) or a local directory in LLaDA's released layout."""
-    directory = resolve_checkpoint(path)
-    raw = read_config(directory)
-    config = llama_config_from_llada(raw)
-    config._attn_implementation = "sdpa"
-    device = default_device(device)
-    with torch.device("meta"):
-        hf = LlamaForCausalLM(config)
-    load_weights(hf, directory, llada_key_to_llama, device, default_dtype(dtype, device))
+    hf, raw, directory = load_stock_model(path, LlamaForCausalLM, llama_config_from_llada, llada_key_to_llama, dtype, device)
     tokenizer = load_tokenizer(directory)
     eos_ids = end_of_text_ids(raw.get("eos_token_id", EOS_ID), tokenizer, eot_token)
     return TransformerDenoiser(hf, tokenizer, raw.get("mask_token_id", MASK_ID), eos_ids, logit_shift=0,
