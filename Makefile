@@ -10,7 +10,7 @@ experiment = $(PYTHON) -m boe_bench -m experiment=$(1) progress=false \
 	$(if $(filter tiny,$(MODEL)),$(TINY),$(if $(MODEL),model=$(MODEL))) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA) \
 	&& $(PYTHON) -m boe_bench.report experiment=$(1)
 
-.PHONY: help setup demo test test-slow test-gpu table2 table3 table4 table5 figure4 tables testbed bench
+.PHONY: help setup demo test test-slow test-gpu table2 table3 table4 table5 figure4 figure4_puzzle tables testbed bench
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -46,7 +46,10 @@ table5:  ## Table 5 ablations (GSM8K L=128); `make table5 MODEL=tiny LIMIT=4` ru
 figure4:  ## Figure 4 accuracy-NFE sweeps and Pareto plots; MODEL=tiny LIMIT=2 on CPU
 	$(call experiment,figure4)
 
-tables: table2 table3 table4 table5 figure4  ## every experiment above
+figure4_puzzle:  ## Figure 4's sweep on the trained puzzle model (CPU, about 20 min) -> results/figure4_puzzle
+	$(call experiment,figure4_puzzle)
+
+tables: table2 table3 table4 table5 figure4  ## every paper experiment above
 
 testbed:  ## every sampler on the self-trained puzzle model -> results/testbed
 	$(PYTHON) scripts/testbed.py

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from boe_bench.samplers import build_sampler
-from boe_bench.samplers.base import DecodeState
-from boe_bench.samplers.boe_live import LiveInputs, LivePassGraphs, entropy, live_tis_pass, padded_frozen
+from boe_bench.samplers.base import DecodeState, entropy
+from boe_bench.samplers.boe_live import LiveInputs, LivePassGraphs, live_tis_pass, padded_frozen
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_throughput import SHAPES, random_model, sync  # noqa: E402

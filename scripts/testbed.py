@@ -26,8 +26,8 @@ from hydra.utils import instantiate
 from boe_bench.models import build_model
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers import Schedule
-from boe_bench.samplers.base import DecodeState
-from boe_bench.samplers.boe import BoESampler, entropy
+from boe_bench.samplers.base import DecodeState, entropy
+from boe_bench.samplers.boe import BoESampler
 from boe_bench.tasks.sudoku_grid import SudokuGrid
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -13,8 +13,8 @@ from boe_bench.errors import ConfigError
 from boe_bench.models.base import positions_from_mask
 from boe_bench.models.tiny import build_tiny
 from boe_bench.samplers import Schedule, build_sampler
-from boe_bench.samplers.base import DecodeState
-from boe_bench.samplers.boe import BoESampler, entropy, gated_score
+from boe_bench.samplers.base import DecodeState, entropy
+from boe_bench.samplers.boe import BoESampler, gated_score
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
@@ -328,3 +328,45 @@ def test_leave_one_out_in_memory_chunks_equals_one_batch(model64, monkeypatch):
     chunked = sampler.live_tis(model64, state, frozen, cand, cand, delta)
     assert whole[cand].abs().min() > 0
     assert torch.allclose(chunked, whole, rtol=1e-10, atol=1e-15)
+
+
+def forbid_tokens(model, token_ids, floor):
+    """Make ``model`` give ``floor`` as the logit of ``token_ids`` in every row, the way a
+    checkpoint forbids its MASK or padding token."""
+    head = model._head
+
+    def masked_head(h):
+        logits = head(h)
+        logits[..., token_ids] = floor
+        return logits
+
+    model._head = masked_head
+    return model
+
+
+@pytest.mark.parametrize("rows", ["masked", "candidates", "all"])
+def test_minus_inf_logits_give_finite_tis_equal_to_a_finite_floor(rows):
+    """-inf logits (p = 0 exactly) must add nothing to the entropy's value or gradient: the
+    TIS equals the one under a finite floor whose probability also underflows to 0."""
+    traces = {}
+    for floor in (float("-inf"), -1e5):
+        model = build_tiny("llama", n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, seed=3, dtype="float64")
+        forbidden = [model.mask_id, model.tokenizer.convert_tokens_to_ids("z")]
+        forbid_tokens(model, forbidden, floor)
+        prompt = model.tokenizer("Question: 6-2?\nAnswer:")["input_ids"]
+        out = BoESampler(rows=rows, rho=0.5).generate(model, [prompt], Schedule(16, 8, 16), trace=True)
+        traces[floor] = [v for step in out.trace for v in step["tis_chosen"][0] + step["tis_rejected"][0]]
+    with_inf, with_floor = traces[float("-inf")], traces[-1e5]
+    assert with_inf and all(math.isfinite(v) for v in with_inf)
+    assert any(v != 0 for v in with_inf)
+    assert with_inf == pytest.approx(with_floor, rel=1e-9, abs=1e-12)
+
+
+def test_entropy_of_minus_inf_logits_has_the_value_and_gradient_of_the_finite_part():
+    finite = torch.tensor([[1.0, -0.5, 2.0], [0.0, 0.0, 3.0]], dtype=torch.float64, requires_grad=True)
+    padded = torch.cat([finite, torch.full((2, 2), float("-inf"), dtype=torch.float64)], -1)
+    (grad_padded,) = torch.autograd.grad(entropy(padded).sum(), finite)
+    finite_only = finite.detach().requires_grad_(True)
+    (grad_finite,) = torch.autograd.grad(entropy(finite_only).sum(), finite_only)
+    assert torch.allclose(entropy(padded), entropy(finite_only))
+    assert torch.isfinite(grad_padded).all() and torch.allclose(grad_padded, grad_finite)

@@ -17,9 +17,8 @@ Architecture (reference ``kuleshov-group/mdlm`` models/dit.py, HF hub config.jso
 SUBS (MDLM section 3.2; ``_subs_parameterization``): the mask logit is pushed to -1e6,
 the rest is log-softmax normalised, and a position whose input is not MASK predicts its
 own input with probability one (every other entry -1e6). Outputs are therefore
-log-probabilities; they serve as logits. -1e6 (the reference's value) rather than -inf:
-exp gives exactly 0 all the same, but an entropy's gradient through a -inf entry is
-0 * inf = NaN, which would break BoE's backward pass.
+log-probabilities; they serve as logits. -1e6 is the reference's value; exp gives exactly
+0 all the same, so samplers see what they would see with -inf.
 
 Time: the ``time`` argument is the diffusion time t in [0, 1] (the masked fraction, as
 everywhere in this package). A time-conditioned checkpoint gets MDLM's log-linear noise

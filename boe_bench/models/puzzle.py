@@ -156,9 +156,8 @@ class PuzzleDenoiser(Denoiser):
 
     def logits_from(self, h: Tensor) -> Tensor:
         logits = self.head(self.norm(h))
-        # A cell is always a digit: MASK and padding are never predicted. A finite floor, not
-        # -inf: their probability still underflows to exactly 0 in every dtype, but the
-        # entropy's gradient (p log p at p = 0) stays finite, where -inf makes BoE's TIS NaN.
+        # A cell is always a digit: MASK and padding are never predicted. The floor's
+        # probability underflows to exactly 0 in every dtype, as -inf's would.
         forbidden = torch.zeros(self.vocab_size, dtype=torch.bool, device=logits.device)
         forbidden[[self.pad_id, self.mask_id]] = True
         return logits.masked_fill(forbidden, FORBIDDEN_LOGIT)

@@ -56,6 +56,19 @@ def sample_tokens(logits: Tensor, temperature: float, generator: torch.Generator
     return (logits + temperature * gumbel).argmax(-1)
 
 
+def entropy(logits: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Natural-log entropy over the last axis, computed in at least ``dtype``.
+
+    A token the model forbids (logit -inf, p = 0) adds 0 to the value and to the gradient.
+    p log p is taken with log p zeroed there: left at -inf, the product's backward multiplies
+    0 by -inf and every gradient through the entropy (BoE's TIS) turns NaN.
+    """
+    log_probs = logits.to(torch.promote_types(logits.dtype, dtype)).log_softmax(-1)
+    finite = log_probs.isfinite()
+    safe = log_probs.masked_fill(~finite, 0.0)
+    return -torch.where(finite, safe.exp() * safe, 0.0).sum(-1)
+
+
 class StopCriterion:
     """``generate_until``: a row is done once every token up to a stop sequence or an EOS
     token is unmasked, since nothing after it can change the truncated answer."""

@@ -28,8 +28,8 @@ from torch import Tensor
 from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers import SAMPLERS
-from boe_bench.samplers.base import DecodeState, Sampler, top_per_row
-from boe_bench.samplers.boe_live import LiveInputs, LivePassGraphs, bucket_width, entropy, inner, live_tis_pass
+from boe_bench.samplers.base import DecodeState, Sampler, entropy, top_per_row
+from boe_bench.samplers.boe_live import LiveInputs, LivePassGraphs, bucket_width, inner, live_tis_pass
 
 ROWS = ("masked", "candidates", "all")
 DEFAULT_TARGETS = {"masked": "rest", "candidates": "candidates", "all": "rest"}

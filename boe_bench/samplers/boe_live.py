@@ -16,12 +16,7 @@ import torch
 from torch import Tensor
 
 from boe_bench.models.base import Denoiser, FrozenState
-
-
-def entropy(logits: Tensor) -> Tensor:
-    """Natural-log entropy over the last axis, accumulated in float32 (or float64)."""
-    log_probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
-    return -(log_probs.exp() * log_probs).nan_to_num(0.0).sum(-1)
+from boe_bench.samplers.base import entropy
 
 
 def inner(a: Tensor, b: Tensor) -> Tensor:

@@ -33,13 +33,12 @@ import torch
 
 from boe_bench.errors import ConfigError
 from boe_bench.samplers import SAMPLERS
-from boe_bench.samplers.base import Sampler, top_per_row
+from boe_bench.samplers.base import Sampler, entropy, top_per_row
 
 
 def mean_negative_entropy(logits: torch.Tensor, still_masked: torch.Tensor) -> torch.Tensor:
     """[B] average of sum_v p log p over ``still_masked`` positions (0 for rows with none)."""
-    log_probs = logits.double().log_softmax(-1)
-    neg_entropy = (log_probs.exp() * log_probs).nan_to_num(0.0).sum(-1)
+    neg_entropy = -entropy(logits, torch.float64)
     count = still_masked.sum(-1)
     total = (neg_entropy * still_masked).sum(-1)
     return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
