@@ -125,6 +125,8 @@ def environment_info() -> dict:
         "transformers": transformers.__version__,
         "git_revision": revision,
         "device": device,
+        # Which GPUs a launcher (Ray, SLURM, joblib slots) gave this job.
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "hostname": platform.node(),
     }
 

@@ -133,6 +133,25 @@ def test_joblib_launcher_gives_each_worker_its_own_gpu_slot(tmp_path):
                             capture_output=True, text=True, cwd=ROOT, timeout=600,
                             env={**__import__("os").environ, "BOE_GPU_LOCK_DIR": str(tmp_path / "locks")})
     assert result.returncode == 0, result.stderr[-2000:]
-    for sampler in ("confidence", "entropy", "margin"):
-        assert json.loads((tmp_path / sampler / "summary.json").read_text())["n"] == 1
+    summaries = [json.loads((tmp_path / s / "summary.json").read_text()) for s in ("confidence", "entropy", "margin")]
+    assert all(s["n"] == 1 for s in summaries)
+    assert {s["environment"]["cuda_visible_devices"] for s in summaries} <= {"0", "1"}
     assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == ["gpu0.lock", "gpu1.lock"]
+
+
+@pytest.mark.slow  # starts a local Ray instance (minutes on two cores)
+def test_ray_launcher_runs_each_job_on_its_own_fake_gpu(tmp_path):
+    """The ray_gpu preset on a local Ray instance that pretends to have two GPUs: Ray gives
+    each concurrent job its own CUDA_VISIBLE_DEVICES, which the job records."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher",
+                        reason="pip install 'boe_bench[ray]' (hydra-ray-launcher pins cloudpickle<3: use its own venv)")
+    result = subprocess.run([sys.executable, "-m", "boe_bench", "-m", "hydra/launcher=ray_gpu",
+                             "+hydra.launcher.ray.init.num_gpus=2", "+hydra.launcher.ray.init.num_cpus=2",
+                             "sampler=confidence,entropy", *[o for o in JOB if not o.startswith("sampler=")], "limit=1",
+                             f"hydra.sweep.dir={tmp_path}/multirun", f"out_dir={tmp_path}/${{hydra:runtime.choices.sampler}}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=900,
+                            env={**__import__("os").environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    summaries = [json.loads((tmp_path / s / "summary.json").read_text()) for s in ("confidence", "entropy")]
+    assert all(s["n"] == 1 for s in summaries)
+    assert sorted(s["environment"]["cuda_visible_devices"] for s in summaries) == ["0", "1"]
