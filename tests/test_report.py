@@ -89,3 +89,24 @@ def test_tied_cells_share_their_mark():
 
     marks = rank_marks(pd.Series({"a": 50.0, "b": 50.0, "c": 40.0, "d": float("nan"), "e": 10.0}))
     assert marks == {"a": "best", "b": "best", "c": "second"}
+
+
+def test_table4_shows_gen_ppl_and_entropy_beside_mauve_with_their_own_direction(tmp_path):
+    runs, out, paper = tmp_path / "runs", tmp_path / "results", tmp_path / "paper"
+    for sampler, mauve, ppl, ent in (("confidence", 0.30, 60.0, 5.4), ("entropy", 0.20, 40.0, 5.1),
+                                     ("boe", 0.40, 50.0, 5.6)):
+        path = runs / "table4" / "owt" / "tiny_mdlm" / sampler / "L1024-s128"
+        path.mkdir(parents=True)
+        path.joinpath("summary.json").write_text(json.dumps({
+            "schedule": {"gen_length": 1024, "steps": 128, "block_length": 1024}, "primary_metric": "mauve",
+            "score": mauve, "n": 2, "mean_nfe": 128, "mean_cost_fwd_equiv": 128, "job_wall_s": 10.0,
+            "metrics": {"mauve": mauve, "gen_ppl": ppl, "entropy": ent}}))
+    write_paper(paper, "table4", [["table4", "mdlm", "owt", 1024, "boe", "gen_ppl", 45.5, "ppl", "t"]])
+    lines = (report("table4", runs, out, paper) / "table.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| sampler"))
+    assert "| owt@1024 | owt@1024 Gen PPL | owt@1024 entropy |" in header
+    row = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines if line.startswith("| ") and "@" not in line}
+    assert row["boe"][1] == "**40.0**" and row["entropy"][2] == "**40.00**"  # MAUVE: max; Gen PPL: min
+    # Second lowest Gen PPL, with the paper's Gen PPL beside it (not under MAUVE).
+    assert row["boe"][2] == "<u>50.00 (45.5, +4.5)</u>" and row["confidence"][2] == "60.00"
+    assert row["boe"][3] == "5.60" and row["confidence"][3] == "5.40"  # entropy: no better direction

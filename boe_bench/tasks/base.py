@@ -23,6 +23,9 @@ class Task(ABC):
 
     registry_name = "task"
     primary_metric: str = "exact_match"
+    # Metrics the paper's table shows beside the primary one: (key of ``aggregate``, column
+    # label, "max" or "min" for the better direction, or None where neither is better).
+    table_metrics: tuple[tuple[str, str, str | None], ...] = ()
     until: tuple[str, ...] = ()
     # Whether the prompt is wrapped in the tokenizer's chat template (Instruct protocols).
     chat: bool = False

@@ -69,6 +69,8 @@ def remdm_reference_order(n_blocks: int, n_samples: int, seed: int) -> list[int]
 @TASKS.register("owt")
 class OpenWebText(Task):
     primary_metric = "mauve"
+    # Table 4: generative perplexity (lower is better) and entropy (closer to human text's).
+    table_metrics = (("gen_ppl", "Gen PPL", "min"), ("entropy", "entropy", None))
     until = ()
     default_schedule = {"gen_length": 1024, "steps": 1024, "block_length": 1024}
 
