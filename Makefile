@@ -46,7 +46,7 @@ table5:  ## Table 5 ablations (GSM8K L=128); `make table5 MODEL=tiny LIMIT=4` ru
 figure4:  ## Figure 4 accuracy-NFE sweeps and Pareto plots; MODEL=tiny LIMIT=2 on CPU
 	$(call experiment,figure4)
 
-figure4_puzzle:  ## Figure 4's sweep on the trained puzzle model (CPU, about 20 min) -> results/figure4_puzzle
+figure4_puzzle:  ## Figure 4's sweep on the trained puzzle model (CPU, about 25 min) -> results/figure4_puzzle
 	$(call experiment,figure4_puzzle)
 
 tables: table2 table3 table4 table5 figure4  ## every paper experiment above
