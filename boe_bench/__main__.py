@@ -2,6 +2,8 @@
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from boe_bench.errors import ConfigError
@@ -15,6 +17,10 @@ def main(cfg: DictConfig) -> None:
         summary = run(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+        # In a sweep one refused cell must not stop the others: Hydra marks it failed, runs
+        # the rest, then exits non-zero naming it. A re-run redoes only unfinished cells.
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
         sys.exit(2)
     score = summary["score"]
     print(

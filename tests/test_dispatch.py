@@ -59,6 +59,20 @@ def test_multirun_sweeps_samplers_through_hydra(tmp_path):
         assert json.loads((tmp_path / sampler / "summary.json").read_text())["n"] == 2
 
 
+def test_a_bad_cell_fails_alone_and_the_sweep_goes_on(tmp_path):
+    """A cell whose config is refused says so in one sentence; the cells after it still run,
+    and the sweep exits non-zero naming the failed cell."""
+    result = subprocess.run([sys.executable, "-m", "boe_bench", "-m", "block_length=5,16",
+                             *[o for o in JOB if not o.startswith("block_length=")], "limit=1",
+                             f"hydra.sweep.dir={tmp_path}", f"out_dir={tmp_path}/b${{block_length}}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode != 0
+    assert "error: gen_length=16 is not divisible by block_length=5" in result.stderr
+    assert "'block_length=5'" in result.stderr  # Hydra names the failed cell's overrides
+    assert json.loads((tmp_path / "b16" / "summary.json").read_text())["n"] == 1
+    assert not (tmp_path / "b5" / "summary.json").exists()
+
+
 def test_a_finished_job_is_skipped_without_loading_its_model(tmp_path, monkeypatch):
     first = run_job(tmp_path)
     stamp = (tmp_path / "summary.json").stat().st_mtime_ns
