@@ -33,8 +33,10 @@ def report(experiment: str, root: Path = Path("runs"), out: Path = Path("results
     destination.mkdir(parents=True, exist_ok=True)
     frame.to_csv(destination / "runs.csv", index=False)
     paper, axes = paper_numbers(experiment, paper_dir), experiment_axes(experiment, CONFIG_DIR)
-    sections, latex = [f"# {experiment}\n\nOurs in percent; in parentheses the paper's number and our difference "
-                       f"where results/paper/{experiment}.csv has the cell (paper runtime in hours). "
+    beside = (f"in parentheses the paper's number and our difference where {paper_dir / experiment}.csv has "
+              f"the cell (paper runtime in hours)" if (paper_dir / f"{experiment}.csv").exists()
+              else f"no paper numbers for this experiment ({paper_dir / experiment}.csv does not exist)")
+    sections, latex = [f"# {experiment}\n\nOurs in percent (secondary metrics in their own unit); {beside}. "
                        f"\"{MISSING}\": no finished run.\n"], []
     for model, runs in frame.groupby("model"):
         markdown, tex = table(runs, paper, axes)
