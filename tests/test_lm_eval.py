@@ -77,37 +77,35 @@ def test_loglikelihood_says_it_is_not_implemented_and_bad_args_are_refused():
     assert lm.gather_object({"a": 1}) == [{"a": 1}] and lm.rank == 0 and lm.world_size == 1
 
 
-@pytest.mark.slow  # a fresh interpreter importing lm-eval, torch and transformers
-def test_cli_entry_point_runs_the_registered_model(tmp_path):
-    task = write_task(tmp_path / "tasks")
-    args = ",".join(f"{k}={v}" for k, v in MODEL_ARGS.items()) + ",sampler.temperature=0.0"
-    result = subprocess.run(
-        [sys.executable, "-m", "boe_bench.integrations.lm_eval", "--model", "boe_mdm", "--model_args", args,
-         "--tasks", task, "--include_path", str(tmp_path / "tasks"), "--limit", "2", "--num_fewshot", "0",
-         "--output_path", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
-        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    written = list((tmp_path / "out").rglob("results_*.json"))
-    assert written, result.stdout[-2000:]
-    results = json.loads(written[0].read_text())
-    assert results["results"][task]["exact_match,none"] is not None
-    assert results["config"]["model"] == "boe_mdm"
-
-
-def run_cli(tmp_path: Path, name: str, launcher: list[str], args: str, task: str) -> dict[int, list]:
-    """Run the entry point under ``launcher``; the responses it logged, by document."""
+def run_cli(tmp_path: Path, name: str, launcher: list[str], args: str, task: str, limit: int) -> Path:
+    """Run the entry point under ``launcher`` (offline, samples logged); its output folder."""
     out = tmp_path / name
     result = subprocess.run(
         [*launcher, "-m", "boe_bench.integrations.lm_eval", "--model", "boe_mdm", "--model_args", args,
-         "--tasks", task, "--include_path", str(tmp_path / "tasks"), "--limit", "4", "--num_fewshot", "0",
+         "--tasks", task, "--include_path", str(tmp_path / "tasks"), "--limit", str(limit), "--num_fewshot", "0",
          "--output_path", str(out), "--log_samples"],
         capture_output=True, text=True, cwd=ROOT, timeout=900,
         env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def logged_responses(out: Path, task: str) -> dict[int, list]:
     (samples_file,) = out.rglob(f"samples_{task}_*.jsonl")
     samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
     return {s["doc_id"]: s["resps"] for s in samples}
+
+
+@pytest.mark.slow  # a fresh interpreter importing lm-eval, torch and transformers
+def test_cli_entry_point_runs_the_registered_model(tmp_path):
+    task = write_task(tmp_path / "tasks")
+    args = ",".join(f"{k}={v}" for k, v in MODEL_ARGS.items()) + ",sampler.temperature=0.0"
+    out = run_cli(tmp_path, "out", [sys.executable], args, task, limit=2)
+    written = list(out.rglob("results_*.json"))
+    assert written
+    results = json.loads(written[0].read_text())
+    assert results["results"][task]["exact_match,none"] is not None
+    assert results["config"]["model"] == "boe_mdm"
 
 
 @pytest.mark.slow  # two fresh interpreters plus a two-process torchrun
@@ -117,9 +115,9 @@ def test_data_parallel_ranks_gather_to_the_single_process_result(tmp_path):
     task = write_task(tmp_path / "tasks")
     # Sampling at T=1 with a per-document seed: a gather that mixed up documents would show.
     args = ",".join(f"{k}={v}" for k, v in MODEL_ARGS.items()) + ",sampler.temperature=1.0"
-    single = run_cli(tmp_path, "one", [sys.executable], args, task)
-    parallel = run_cli(tmp_path, "two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                                         "--master_port=29517"], args, task)
+    single = logged_responses(run_cli(tmp_path, "one", [sys.executable], args, task, limit=4), task)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
+    parallel = logged_responses(run_cli(tmp_path, "two", torchrun, args, task, limit=4), task)
     assert sorted(single) == sorted(parallel) == [0, 1, 2, 3]
     assert parallel == single
     assert len({str(r) for r in single.values()}) > 1  # the documents got different generations

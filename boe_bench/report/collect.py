@@ -8,7 +8,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 COLUMNS = ["task", "model", "sampler", "gen_length", "steps", "block_length", "metric", "score", "n",
-           "nfe", "cost", "generation_wall_s", "wall_s", "merged_shards", "path"]
+           "nfe", "cost", "generation_wall_s", "wall_s", "merged_shards", "device", "path"]
 
 
 def collect(root: Path) -> pd.DataFrame:
@@ -25,7 +25,9 @@ def collect(root: Path) -> pd.DataFrame:
             "metric": summary["primary_metric"], "score": summary["score"], "n": summary["n"],
             "nfe": summary["mean_nfe"], "cost": summary["mean_cost_fwd_equiv"],
             "generation_wall_s": summary.get("generation_wall_s"), "wall_s": summary["job_wall_s"],
-            "merged_shards": summary.get("merged_shards", 1), "path": str(path.parent),
+            "merged_shards": summary.get("merged_shards", 1),
+            # The machine the wall-clock was measured on.
+            "device": summary.get("environment", {}).get("device"), "path": str(path.parent),
             # Secondary metrics (OWT: gen PPL, entropy beside MAUVE) for runs.csv and W&B.
             **{f"metric:{k}": v for k, v in summary.get("metrics", {}).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)},

@@ -63,7 +63,11 @@ def entropy(logits: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     p log p is taken with log p zeroed there: left at -inf, the product's backward multiplies
     0 by -inf and every gradient through the entropy (BoE's TIS) turns NaN.
     """
-    log_probs = logits.to(torch.promote_types(logits.dtype, dtype)).log_softmax(-1)
+    return entropy_of_log_probs(logits.to(torch.promote_types(logits.dtype, dtype)).log_softmax(-1))
+
+
+def entropy_of_log_probs(log_probs: Tensor) -> Tensor:
+    """``entropy`` for a caller that already holds the log-probabilities (and needs them)."""
     finite = log_probs.isfinite()
     safe = log_probs.masked_fill(~finite, 0.0)
     return -torch.where(finite, safe.exp() * safe, 0.0).sum(-1)

@@ -21,7 +21,7 @@ import torch
 
 from boe_bench.errors import ConfigError
 from boe_bench.samplers import SAMPLERS
-from boe_bench.samplers.base import Sampler, entropy, top_per_row
+from boe_bench.samplers.base import Sampler, entropy_of_log_probs, top_per_row
 
 PROXIES = ("entropy", "confidence", "margin")
 
@@ -56,9 +56,9 @@ class EBSampler(Sampler):
     def step(self, model, state, window, budget):
         logits = state.forward(model)
         tokens = self.draw(model, logits, state)
-        conf_logits = self.confidence_logits(model, logits).double()
-        probs = conf_logits.softmax(-1)
-        entropies = entropy(conf_logits, torch.float64)
+        log_probs = self.confidence_logits(model, logits).double().log_softmax(-1)
+        probs = log_probs.exp()
+        entropies = entropy_of_log_probs(log_probs)
         certainty = self.certainty(probs, entropies, tokens)
         allowed = state.candidates(window)
         count = entropy_bounded_count(entropies, certainty, allowed, self.gamma)
