@@ -295,7 +295,7 @@ def load_mdlm_weights(model: MDLMDenoiser, directory: Path, device: str, dtype: 
         loaded[name] = tensor.to(device=device, dtype=dtype)
     missing = sorted(expected - set(loaded))
     if missing or unexpected:
-        raise ConfigError(f"checkpoint {str(directory)!r} does not match the MDLM DiT: missing {missing[:5]}, "
+        raise ConfigError(f"checkpoint {str(directory)!r} does not match the {type(model).__name__} DiT: missing {missing[:5]}, "
                           f"unexpected {unexpected[:5]}")
     model.load_state_dict(loaded, assign=True, strict=True)
     return model.eval()
@@ -349,8 +349,14 @@ def build_tiny_mdlm(n_layers: int = 2, d_model: int = 64, n_heads: int = 4, cond
     torch.manual_seed(seed)
     eos = (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|eot|>"))
     model = MDLMDenoiser(cfg, tokenizer, tokenizer.mask_token_id, eos, tokenizer.pad_token_id, name="tiny-mdlm")
-    # The reference zero-initialises adaLN and the head (training starts from identity);
-    # a random model needs every path live, or the time conditioning could not be tested.
+    return randomised(model, dtype, device)
+
+
+def randomised(model: MDLMDenoiser, dtype: str | torch.dtype, device: str) -> MDLMDenoiser:
+    """A tiny DiT with every parameter random (seed the generator first), frozen, in eval mode.
+
+    The reference zero-initialises adaLN and the head (training starts from identity); a
+    random model needs every path live, or the time conditioning could not be tested."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("norm"):

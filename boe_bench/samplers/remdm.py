@@ -109,7 +109,10 @@ def transition_probs(p_x0: Tensor, x: Tensor, mask_id: int, alpha_t: float, alph
         sigma = sigma[..., None]
     mask_column = torch.arange(p.shape[-1], device=p.device) == mask_id
     decoded = torch.where(mask_column, sigma, p * (1 - sigma))
-    unmask = (alpha_s - (1 - sigma) * alpha_t) / (1 - alpha_t)
+    # Clipped to [0, 1]: a no-op while sigma <= sigma_max (every ReMDM strategy); the
+    # forward-backward corrector's sigma exceeds it on the last step, where the reference's
+    # Gumbel draw never picks the negative MASK entry, i.e. unmasks with probability one.
+    unmask = ((alpha_s - (1 - sigma) * alpha_t) / (1 - alpha_t)).clamp(0.0, 1.0)
     masked = torch.where(mask_column, 1 - unmask, p * unmask)
     return torch.where((x == mask_id)[..., None], masked, decoded)
 
@@ -184,6 +187,23 @@ class ReMDMSampler(Sampler):
 
     # -- the loop -----------------------------------------------------------------------------
 
+    def denoise(self, model: Denoiser, logits: Tensor, x: Tensor, mask_id: int) -> tuple[Tensor, Tensor]:
+        """(p_x0 the kernel samples from, its argmax for the final step): SUBS-constrained,
+        nucleus-filtered; the argmax is taken before filtering."""
+        probs = subs_probs(logits, x, mask_id)
+        return nucleus(probs, self.nucleus_p), probs.argmax(-1)
+
+    def time_points(self, steps: int) -> tuple[list[tuple[float, float]], float]:
+        """The (t, s) pairs of the steps and the time of the final denoising step: MDLM's grid
+        t_i = linspace(1, eps, steps + 1), s = t - (1 - eps)/steps."""
+        times = torch.linspace(1, self.eps, steps + 1, dtype=torch.float64).tolist()
+        dt = (1 - self.eps) / steps
+        return [(times[i], times[i] - dt) for i in range(steps)], times[-1]
+
+    def final_tokens(self, state: DecodeState) -> Tensor:
+        """What the final denoising step writes at the remaskable positions: the argmax of p_x0."""
+        return state.extras["argmax"]
+
     def refresh(self, model: Denoiser, state: DecodeState, t: float) -> None:
         """Run the denoiser on the rows whose cached p_x0 is stale; one NFE for each."""
         stale = state.extras["stale"] & state.active
@@ -193,14 +213,14 @@ class ReMDMSampler(Sampler):
         time = torch.full((rows.numel(),), t, device=state.x.device)
         with torch.no_grad():
             log_probs = model(state.x[rows], attention_mask=state.attention_mask[rows], time=time)
-        probs = subs_probs(log_probs, state.x[rows], state.mask_id)
+        probs, argmax = self.denoise(model, log_probs, state.x[rows], state.mask_id)
         cache = state.extras.get("p_x0")
         if cache is None:
             cache = probs.new_zeros(*state.x.shape, probs.shape[-1])
             state.extras["argmax"] = torch.zeros_like(state.x)
-        cache[rows] = nucleus(probs, self.nucleus_p)
+        cache[rows] = probs
         state.extras["p_x0"] = cache
-        state.extras["argmax"][rows] = probs.argmax(-1)
+        state.extras["argmax"][rows] = argmax
         for row in rows.tolist():
             state.accounting[row].nfe += 1
         state.extras["stale"] = state.extras["stale"] & ~stale
@@ -239,13 +259,13 @@ class ReMDMSampler(Sampler):
                             conf=torch.full(state.x.shape, float("-inf"), dtype=torch.float64,
                                             device=state.x.device))
         started = clock.perf_counter()
-        times = torch.linspace(1, self.eps, steps + 1, dtype=torch.float64).tolist()
-        dt = (1 - self.eps) / steps
-        for i in range(steps):
-            self.step_to(model, state, times[i], times[i] - dt)
+        points, t_final = self.time_points(steps)
+        for t, s in points:
+            self.step_to(model, state, t, s)
         if self.final_denoise:
-            self.refresh(model, state, times[-1])
-            state.x = torch.where(state.extras["remaskable"] & state.active[:, None], state.extras["argmax"], state.x)
+            self.refresh(model, state, t_final)
+            state.x = torch.where(state.extras["remaskable"] & state.active[:, None], self.final_tokens(state),
+                                  state.x)
         elapsed = clock.perf_counter() - started
         for acc in state.accounting:
             acc.wall_s = elapsed / batch
