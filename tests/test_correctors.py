@@ -159,7 +159,7 @@ def reference_analytic(score_real, t, s, noise_eps=1e-3):
 @pytest.mark.parametrize("t,s,mass", [(1.0, 0.875, 1.0), (0.5, 0.4, 0.9), (0.2, 0.19, 1.3)])
 def test_analytic_kernel_matches_sedds_score_form(t, s, mass):
     p_tilde = P_MASKED[:4] * mass  # the model's unnormalised p(x0 | x_t), mass Z
-    expected, sigma_t = reference_analytic(p_tilde / math.expm1(sigma_t_of(t)), t, s)
+    expected, _ = reference_analytic(p_tilde / math.expm1(sigma_t_of(t)), t, s)
     x = torch.tensor([[MASK, 2]])
     p = torch.stack([torch.cat([p_tilde, torch.zeros(1, dtype=torch.float64)]), torch.eye(5)[2].double()])[None]
     q = analytic_probs(p, x, MASK, t, s)

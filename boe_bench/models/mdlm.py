@@ -295,8 +295,8 @@ def load_mdlm_weights(model: MDLMDenoiser, directory: Path, device: str, dtype: 
         loaded[name] = tensor.to(device=device, dtype=dtype)
     missing = sorted(expected - set(loaded))
     if missing or unexpected:
-        raise ConfigError(f"checkpoint {str(directory)!r} does not match the {type(model).__name__} DiT: missing {missing[:5]}, "
-                          f"unexpected {unexpected[:5]}")
+        raise ConfigError(f"checkpoint {str(directory)!r} does not match the {type(model).__name__} DiT: "
+                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.load_state_dict(loaded, assign=True, strict=True)
     return model.eval()
 
