@@ -107,7 +107,7 @@ def test_bf16_live_rows_rotate_as_the_full_forward(bf16_llada, ids):
     assert torch.equal(out, expected)
     twin = bf16_rotary_twin(bf16_llada)
     with torch.no_grad():
-        stock_full, stock_state = twin.forward_rows(twin.embed(ids), capture=True)
+        _, stock_state = twin.forward_rows(twin.embed(ids), capture=True)
         stock_live = twin.live_forward(stock_state, live, twin.embed(ids.gather(1, live)))
     assert not torch.equal(stock_live, out)
 
