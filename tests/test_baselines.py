@@ -249,7 +249,8 @@ def test_klass_unstable_positions_wait_and_low_confidence_is_never_ready():
 
 
 def test_klass_gates_the_first_steps_of_every_block_but_keeps_the_history():
-    probs = table([peaked(0.99, 1), peaked(0.99, 2), peaked(0.99, 3), peaked(0.99, 4)])
+    # Distinct confidences: exact ties go as torch.topk breaks them (base.top_per_row).
+    probs = table([peaked(0.99, 1), peaked(0.98, 2), peaked(0.99, 3), peaked(0.98, 4)])
     model, out = run(build_sampler("klass"), probs, 4, 4, 2)
     # Block 2, step 0: the history is stable but the reference only looks from step H-1 = 1.
     assert [filled(c) for c in model.canvases] == [set(), {1}, {1, 2}, {1, 2, 3}]
@@ -273,16 +274,18 @@ def lookahead_script(ids, call):
     rows = []
     for canvas in ids:
         settled = canvas[3] != MASK and canvas[4] != MASK
+        # Unsettled, position 5 is a little more confident than 6 (no exact tie between them).
+        fifth = peaked(0.999, 0) if settled else [0.24] + [0.19] * 4 + [1e-12]
         rest = peaked(0.999, 0) if settled else flat()
         rows.append(table([peaked(0.97, 1), peaked(0.96, 2), peaked(0.8, 3), peaked(0.7, 4),
-                           rest, rest])[:, :].tolist())
+                           fifth, rest])[:, :].tolist())
     return torch.tensor(rows, dtype=torch.float64)
 
 
 def test_lookum_verifier_picks_the_path_that_settles_the_rest():
     sampler = build_sampler("lookum", pool_size=5, num_paths=10, verifier_temperature=0.0)
     model, out = run(sampler, lookahead_script, 6, 3, 6)
-    # Step 1: pool = the 5 most confident masked positions {1..5} (6 ties with 5 and loses),
+    # Step 1: pool = the 5 most confident masked positions {1..5} (6 is the least confident),
     # and all C(5,2) = 10 sets are looked ahead: 1 + 10 forwards.
     assert model.canvases[0] == [0] + [MASK] * 6
     looked = [sorted(filled(c)) for c in model.canvases[1:11]]

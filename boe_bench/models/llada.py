@@ -3,7 +3,14 @@
 LLaDA ships an OLMo-style remote ``modeling_llada.py``; its ``block_type: llama`` block is a
 Llama layer under other names (SwiGLU with ``ff_proj`` as the gate, RMSNorm, rotary
 embeddings in the rotate-half layout), so renaming keys is all the conversion there is.
-Config features that would make it something else are refused rather than ignored.
+Config features that would make it something else are refused rather than ignored, and so
+is a config that leaves such a feature to LLaDA's defaults: those are OLMo's GPT-2-like
+defaults (``block_type: sequential``, ``layer_norm_type: default``, no rotary, tied
+embeddings, ``rope_theta`` 10000), not the released model's.
+
+``rope_full_precision`` (true in the released configs and by default) rotates queries and
+keys in float32 and casts back, as the reference does; in bf16 that is a different
+computation from stock Llama's (see ``TransformerDenoiser``).
 """
 from __future__ import annotations
 
@@ -16,8 +23,9 @@ from boe_bench.models import MODELS
 from boe_bench.models.hub import end_of_text_ids, load_stock_model, load_tokenizer
 from boe_bench.models.transformer import TransformerDenoiser
 
-# Fallbacks when a config omits them; the released configs carry both. The EoT id (126348)
-# comes from the tokenizer's "<|eot_id|>".
+# Fallbacks when a config omits them; the released configs carry both. LLaDA's config
+# default (50256) is not used: the reference forward never reads these ids, and its
+# generate.py hard-codes mask 126336. The EoT id (126348) comes from the tokenizer's "<|eot_id|>".
 MASK_ID, EOS_ID = 126336, 126081
 
 KEY_MAP = {
@@ -39,8 +47,20 @@ BLOCK_KEY_MAP = {
 BLOCK_KEY = re.compile(r"model\.transformer\.blocks\.(\d+)\.(\w+)\.weight")
 
 REQUIRED_FIELDS = ("d_model", "n_heads", "n_layers")
-# Field -> the only value (or values) the Llama mapping reproduces; absent fields take
-# LLaDA's own defaults, which agree.
+# Fields whose LLaDA default (configuration_llada.ModelConfig) differs from the released
+# checkpoints' value and changes what the model computes: field -> (LLaDA default, released).
+# A config without them would be read by the reference as a different model, so it is
+# refused. (max_sequence_length's default also differs, but only sizes a cache there.)
+DEFAULTS_THAT_DIFFER = {
+    "block_type": ("sequential", "llama"),
+    "activation_type": ("swiglu", "silu"),
+    "layer_norm_type": ("default", "rms"),
+    "rope": (False, True),
+    "weight_tying": (True, False),
+    "rope_theta": (10000.0, 500000.0),
+}
+# Field -> the only value (or values) the Llama mapping reproduces. Absent fields not in
+# DEFAULTS_THAT_DIFFER take LLaDA defaults equal to the released values.
 SUPPORTED_VALUES = {
     "block_type": ("llama",),
     "activation_type": ("silu",),
@@ -74,6 +94,12 @@ def llama_config_from_llada(cfg: dict) -> LlamaConfig:
     absent = [name for name in REQUIRED_FIELDS if cfg.get(name) is None]
     if absent:
         raise ConfigError(f"LLaDA config.json lacks {absent}; is this a LLaDA checkpoint?")
+    unset = {name: default for name, (default, _) in DEFAULTS_THAT_DIFFER.items() if name not in cfg}
+    if unset:
+        released = {name: DEFAULTS_THAT_DIFFER[name][1] for name in unset}
+        raise ConfigError(f"LLaDA config.json does not set {sorted(unset)}, so LLaDA's code would use its "
+                          f"defaults {unset}, which describe a different model from the released "
+                          f"checkpoints ({released}); set them explicitly")
     unsupported = {name: cfg[name] for name, allowed in SUPPORTED_VALUES.items()
                    if name in cfg and cfg[name] not in allowed}
     if unsupported:
@@ -89,7 +115,7 @@ def llama_config_from_llada(cfg: dict) -> LlamaConfig:
         num_key_value_heads=1 if cfg.get("multi_query_attention") else cfg.get("n_kv_heads") or cfg["n_heads"],
         max_position_embeddings=cfg.get("max_sequence_length", 4096),
         rms_norm_eps=cfg.get("rms_norm_eps", 1e-5),
-        rope_theta=cfg.get("rope_theta", 10000.0),
+        rope_theta=cfg["rope_theta"],
         hidden_act="silu",
         tie_word_embeddings=False,
         attention_bias=False,
@@ -106,4 +132,4 @@ def build_llada(path: str = "GSAI-ML/LLaDA-8B-Base", dtype: str | None = None, d
     tokenizer = load_tokenizer(directory)
     eos_ids = end_of_text_ids(raw.get("eos_token_id", EOS_ID), tokenizer, eot_token)
     return TransformerDenoiser(hf, tokenizer, raw.get("mask_token_id", MASK_ID), eos_ids, logit_shift=0,
-                               name=f"llada:{path}")
+                               name=f"llada:{path}", rope_full_precision=raw.get("rope_full_precision", True))

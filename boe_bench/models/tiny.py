@@ -66,8 +66,11 @@ def tiny_config(arch: str = "llama", n_layers: int = 2, d_model: int = 64, n_hea
 @MODELS.register("tiny")
 def build_tiny(arch: str = "llama", n_layers: int = 2, d_model: int = 64, n_heads: int = 4,
                n_kv_heads: int | None = None, seed: int = 0, dtype: str | torch.dtype = "float32",
-               device: str = "cpu") -> TransformerDenoiser:
-    """A random LLaDA-shaped (``llama``) or Dream-shaped (``qwen2``, logit shift 1) model."""
+               device: str = "cpu", rope_full_precision: bool | None = None) -> TransformerDenoiser:
+    """A random LLaDA-shaped (``llama``) or Dream-shaped (``qwen2``, logit shift 1) model.
+
+    ``rope_full_precision`` defaults to what the architecture's reference does: float32
+    rotary for LLaDA (its released config), the model's dtype for Dream."""
     tokenizer = build_char_tokenizer()
     config = tiny_config(arch, n_layers, d_model, n_heads, n_kv_heads, vocab_size=len(tokenizer))
     torch.manual_seed(seed)
@@ -78,5 +81,8 @@ def build_tiny(arch: str = "llama", n_layers: int = 2, d_model: int = 64, n_head
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     hf.to(device=device, dtype=dtype).eval()
     eos = (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|eot|>"))
+    if rope_full_precision is None:
+        rope_full_precision = arch == "llama"
     return TransformerDenoiser(hf, tokenizer, tokenizer.mask_token_id, eos,
-                               logit_shift=1 if arch == "qwen2" else 0, name=f"tiny-{arch}")
+                               logit_shift=1 if arch == "qwen2" else 0, name=f"tiny-{arch}",
+                               rope_full_precision=rope_full_precision)

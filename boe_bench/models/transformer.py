@@ -25,17 +25,37 @@ def _rms_norm(norm, x: Tensor) -> Tensor:
 
 
 def _apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    """Rotate-half rotary embedding x cos + rot(x) sin, computed in the dtype of ``cos`` (the
+    model's, or float32 under ``rope_full_precision``) and returned in the dtype of ``x``."""
+    h = x.to(cos.dtype)
+    half = h.shape[-1] // 2
+    rotated = torch.cat((-h[..., half:], h[..., :half]), dim=-1)
+    return (h * cos + rotated * sin).to(x.dtype)
 
 
 class TransformerDenoiser(Denoiser):
-    """Wraps ``LlamaForCausalLM`` (LLaDA) or ``Qwen2ForCausalLM`` (Dream) weights."""
+    """Wraps ``LlamaForCausalLM`` (LLaDA) or ``Qwen2ForCausalLM`` (Dream) weights.
 
-    def __init__(self, hf_model, tokenizer, mask_id: int, eos_ids=(), logit_shift: int = 0, name: str = ""):
+    ``rope_full_precision``: rotate queries and keys in float32 (at least) and cast back to
+    the model's dtype, as LLaDA's reference code does when its config sets
+    ``rope_full_precision`` (the released checkpoints do). Off, the rotation runs in the
+    model's dtype as in stock Llama/Qwen2 and in Dream's reference code. In float32 both
+    are the same computation; in bf16 the rotation's rounding changes logits visibly (a
+    different model from the reference's). The cos/sin tables are always computed in
+    float32 and, off, rounded to the model's dtype before use (as the stock classes do).
+    """
+
+    def __init__(self, hf_model, tokenizer, mask_id: int, eos_ids=(), logit_shift: int = 0, name: str = "",
+                 rope_full_precision: bool = False):
         super().__init__()
+        self.rope_full_precision = bool(rope_full_precision)
         make_bidirectional(hf_model)
+        rotary = hf_model.model.rotary_emb
+        if rotary.inv_freq.dtype in (torch.bfloat16, torch.float16):
+            # ``model.to(bfloat16)`` also rounds the stock module's inverse frequencies (up to
+            # 2e-2 off in the tables); the reference codes compute them in float32.
+            with torch.device(rotary.inv_freq.device):
+                hf_model.model.rotary_emb = type(rotary)(hf_model.config)
         # Inference only: BoE differentiates w.r.t. inputs, never weights, so keep no weight graph.
         hf_model.requires_grad_(False)
         self.hf = hf_model
@@ -73,8 +93,13 @@ class TransformerDenoiser(Denoiser):
         return layer.self_attn.o_proj(out.transpose(1, 2).reshape(b, n, -1))
 
     def _rotary(self, h: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-        cos, sin = self.hf.model.rotary_emb(h, positions)
-        return cos[:, None].to(h.dtype), sin[:, None].to(h.dtype)
+        """cos, sin [B, 1, n, D] in the dtype the rotation runs in (see the class docstring).
+        The stock rotary module computes in float32 and returns the dtype of its first
+        argument, so it is handed an empty float32 tensor: it reads only device and dtype."""
+        table = h.new_empty(0, dtype=torch.float32)
+        cos, sin = self.hf.model.rotary_emb(table, positions)
+        dtype = torch.promote_types(h.dtype, torch.float32) if self.rope_full_precision else h.dtype
+        return cos[:, None].to(dtype), sin[:, None].to(dtype)
 
     def _head(self, h: Tensor) -> Tensor:
         return self.hf.lm_head(_rms_norm(self.hf.model.norm, h))

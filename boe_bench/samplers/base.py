@@ -5,6 +5,27 @@ block (LLaDA's semi-autoregressive schedule). Each step it asks the denoiser for
 draws a token for every masked position (Gumbel-max in float64), ranks the masked
 positions of the current block and commits the best ``budget`` of them. Policies differ
 only in the ranking (``score``) or, for adaptive samplers, in ``step``.
+
+Rules every sampler shares (deviations from some references, chosen once here):
+- The mask id is never drawn as a token (``Sampler.draw``). LLaDA's, Fast-dLLM's,
+  PC-Sampler's and KLASS's scripts draw over the whole vocabulary, so a position can be
+  "filled" with MASK and stay masked (LLaDA revisits it in a later block; an adaptive loop
+  can spin on it). Here the draw is over the other tokens; the confidence of the drawn
+  token is still read from the full distribution, so whenever MASK is not the draw the
+  result is the reference's.
+- Ranking precision (``rank_dtype``): ``float32`` (default) reads confidences, margins and
+  entropies from the logits in float32, or float64 where the sampler's reference computes
+  in float64 (Fast-dLLM, KLASS); ``model`` computes them in the model's own dtype, as
+  LLaDA's generate.py and PC-Sampler's scripts do (softmax of bf16 logits). In bf16,
+  confidences then tie constantly and the order follows the tie rule below.
+- Ties: ``top_per_row`` keeps what ``torch.topk`` returns for each row, called as the
+  references call it (canvas-wide scores, -inf off the candidates, k = the row's budget).
+  torch documents no tie order and it differs between kernels (CPU vs CUDA, sizes), so
+  only this reproduces the references' choices, and at exact ties the result is as
+  device-dependent as theirs.
+- Adaptive loops (a block takes as many forwards as the sampler needs) stop with
+  ``SamplerStalled`` after block_length + steps_per_block forwards on one block, which no
+  sampler committing a token per forward can reach.
 """
 from __future__ import annotations
 
@@ -15,8 +36,17 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
+from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers.schedule import Schedule, transfer_counts
+
+
+RANK_DTYPES = ("float32", "model")
+
+
+class SamplerStalled(RuntimeError):
+    """An adaptive sampler's block did not fill within its forward cap (a bug, never a
+    setting): it stops the run instead of looping for ever."""
 
 
 @dataclass
@@ -190,21 +220,41 @@ class DecodeState:
         chosen = chosen & self.masked & self.active[:, None]
         self.x = torch.where(chosen, tokens, self.x)
 
+    def top_per_row(self, scores: Tensor, allowed: Tensor, budget: Tensor) -> Tensor:
+        """``top_per_row`` on each row's unpadded canvas (its ties as the row alone has them)."""
+        return top_per_row(scores, allowed, budget, starts=(self.attention_mask == 0).sum(-1))
+
     def commit_top(self, scores: Tensor, tokens: Tensor, window: Tensor, budget: Tensor) -> Tensor:
         """Commit the ``budget[b]`` best-scoring candidates of each row; returns the choice."""
-        chosen = top_per_row(scores, self.candidates(window), budget)
+        chosen = self.top_per_row(scores, self.candidates(window), budget)
         self.commit(chosen, tokens)
         return chosen
 
 
-def top_per_row(scores: Tensor, allowed: Tensor, budget: Tensor) -> Tensor:
-    """[B, L] bool: the ``budget[b]`` highest ``scores`` among ``allowed`` in each row."""
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    order = scores.argsort(dim=-1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+def top_per_row(scores: Tensor, allowed: Tensor, budget: Tensor, starts: Tensor | None = None) -> Tensor:
+    """[B, L] bool: the ``budget[b]`` highest ``scores`` among ``allowed`` in each row.
+
+    Ties go as ``torch.topk`` breaks them, called per row on the canvas-wide scores with
+    -inf off ``allowed`` and k = the row's budget: the call LLaDA's generate.py, Fast-dLLM,
+    PC-Sampler and KLASS make, so their choices are reproduced at ties too (see the module
+    docstring). topk's tie order depends on the vector's length, so ``starts`` [B] (the
+    left padding of each row; ``DecodeState.top_per_row`` passes it) cuts each row to its
+    own unpadded canvas: a padded batch then chooses what each prompt would alone, and
+    what the references choose. Allowed positions scored -inf themselves come after every
+    finite score (topk's pick, else the lowest indices), so a row always gets its budget."""
+    masked_scores = scores.masked_fill(~allowed, float("-inf"))
     budget = torch.minimum(budget.to(allowed.device), allowed.sum(-1))
-    return (rank < budget[:, None]) & allowed
+    starts = [0] * allowed.shape[0] if starts is None else starts.tolist()
+    chosen = torch.zeros_like(allowed)
+    for row, k in enumerate(budget.tolist()):
+        if k > 0:
+            chosen[row, masked_scores[row, starts[row]:].topk(k).indices + starts[row]] = True
+    chosen &= allowed
+    short = budget - chosen.sum(-1)
+    if (short > 0).any():
+        spare = allowed & ~chosen
+        chosen |= spare & (spare.cumsum(-1) <= short[:, None])
+    return chosen
 
 
 class Sampler(ABC):
@@ -215,6 +265,8 @@ class Sampler(ABC):
     eos_confidence_zero: rank positions whose token is EOS/EoT last (the intended
         behaviour of LLaDA's ``confidence_eos_eot_inf``, for both EOS and EoT).
     stop_early: with a stop criterion, stop a row once its answer is settled.
+    rank_dtype: ``float32`` (default) or ``model``: the precision rankings are computed in
+        (module docstring). ``model`` reproduces the reference scripts' bf16 ranking.
     """
 
     registry_name = "sampler"
@@ -222,13 +274,16 @@ class Sampler(ABC):
     remasks = False
     # Whether ``step`` picks its own number of tokens (budget None); NFE then varies.
     adaptive = False
+    # The precision of the sampler's reference ranking when rank_dtype is not ``model``.
+    rank_precision = torch.float32
 
     def __init__(self, temperature: float = 0.0, suppress_eos: bool = False,
-                 eos_confidence_zero: bool = False, stop_early: bool = True):
+                 eos_confidence_zero: bool = False, stop_early: bool = True, rank_dtype: str = "float32"):
         if temperature < 0:
-            from boe_bench.errors import ConfigError
-
             raise ConfigError(f"temperature must be >= 0, got {temperature}")
+        if rank_dtype not in RANK_DTYPES:
+            raise ConfigError(f"rank_dtype must be one of {', '.join(RANK_DTYPES)}, got {rank_dtype!r}")
+        self.rank_dtype = rank_dtype
         self.temperature = float(temperature)
         self.suppress_eos = suppress_eos
         self.eos_confidence_zero = eos_confidence_zero
@@ -249,10 +304,19 @@ class Sampler(ABC):
         for block in range(schedule.num_blocks):
             window = state.block_window(block, schedule.block_length)
             if self.adaptive:
-                # The sampler decides how many tokens each step commits (at least one), so the
-                # block takes as many forwards as it needs.
+                # The sampler decides how many tokens each step commits (at least one, or a
+                # schedule's count), so the block takes as many forwards as it needs, within a cap.
+                cap = schedule.block_length + schedule.steps_per_block
+                forwards = 0
                 while state.candidates(window).any():
+                    if forwards == cap:
+                        left = int(state.candidates(window).sum())
+                        raise SamplerStalled(
+                            f"{self.name} stalled at step {forwards + 1} of block {block}: {left} masked "
+                            f"positions left after {cap} forwards (block_length + steps per block), "
+                            f"which a sampler that commits a token per forward cannot reach")
                     self.step(model, state, window, None)
+                    forwards += 1
                     if stop is not None and self.stop_early:
                         self._retire_finished(state, stop)
                 continue
@@ -284,14 +348,20 @@ class Sampler(ABC):
         raise NotImplementedError(f"{type(self).__name__} must implement score() or step()")
 
     def draw(self, model: Denoiser, logits: Tensor, state: DecodeState) -> Tensor:
-        if self.suppress_eos and model.eos_ids:
-            logits = logits.clone()
-            logits[..., list(model.eos_ids)] = float("-inf")
+        """A token for every position; never the mask id (nor EOS/EoT under suppress_eos)."""
+        forbidden = [state.mask_id] if 0 <= state.mask_id < logits.shape[-1] else []
+        if self.suppress_eos:
+            forbidden += list(model.eos_ids)
+        if forbidden:
+            logits = logits.index_fill(-1, torch.tensor(forbidden, device=logits.device), float("-inf"))
         return sample_tokens(logits, self.temperature, state.generator)
 
     def confidence_logits(self, model: Denoiser, logits: Tensor) -> Tensor:
-        """Untempered float32 logits that confidence-like scores are read from."""
-        logits = logits.float()
+        """Untempered logits that confidence-like scores are read from: in the model's dtype
+        under ``rank_dtype: model``, else in ``rank_precision`` (float32, or float64 for
+        samplers whose reference computes in float64). Scores computed from them stay in
+        their dtype."""
+        logits = logits if self.rank_dtype == "model" else logits.to(self.rank_precision)
         if (self.eos_confidence_zero or self.suppress_eos) and model.eos_ids:
             logits = logits.clone()
             logits[..., list(model.eos_ids)] = float("-inf")

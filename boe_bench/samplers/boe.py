@@ -28,7 +28,7 @@ from torch import Tensor
 from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers import SAMPLERS
-from boe_bench.samplers.base import DecodeState, Sampler, entropy, top_per_row
+from boe_bench.samplers.base import DecodeState, Sampler, entropy
 from boe_bench.samplers.boe_live import LiveInputs, LivePassGraphs, bucket_width, inner, live_tis_pass
 
 ROWS = ("masked", "candidates", "all")
@@ -110,7 +110,7 @@ class BoESampler(Sampler):
         steps_done = state.extras.get("boe_steps", 0)
         state.extras["boe_steps"] = steps_done + 1
         ranking = self.rank(model, state, window, budget, steps_done)
-        chosen = top_per_row(ranking["score"], ranking["candidates"], budget)
+        chosen = state.top_per_row(ranking["score"], ranking["candidates"], budget)
         if state.trace is not None:
             self.record(model, state, chosen, budget, ranking)
         state.commit(chosen, ranking["tokens"])
@@ -142,7 +142,7 @@ class BoESampler(Sampler):
         confidence = torch.zeros_like(ent)
         confidence[:, cols] = probs.gather(-1, tokens[:, cols, None]).squeeze(-1).float()
         n_candidates = torch.maximum(budget, torch.ceil(self.rho * allowed.sum(-1)).long())
-        cand = top_per_row(confidence, allowed, n_candidates)
+        cand = state.top_per_row(confidence, allowed, n_candidates)
 
         # Rows whose candidates all fit in the budget need no ranking, hence no backward.
         ranked = (cand.sum(-1) > budget) & state.active

@@ -21,7 +21,7 @@ import torch
 
 from boe_bench.errors import ConfigError
 from boe_bench.samplers import SAMPLERS
-from boe_bench.samplers.base import Sampler, entropy_of_log_probs, top_per_row
+from boe_bench.samplers.base import Sampler, entropy_of_log_probs
 
 PROXIES = ("entropy", "confidence", "margin")
 
@@ -31,7 +31,8 @@ def entropy_bounded_count(entropies: torch.Tensor, certainty: torch.Tensor, allo
     """[B] tokens to commit: walking the allowed positions by descending ``certainty``, the
     largest k whose entropy sum minus entropy max stays <= gamma; at least 1 (0 for rows
     with nothing allowed)."""
-    order = certainty.masked_fill(~allowed, float("-inf")).argsort(dim=-1, descending=True, stable=True)
+    # The walk takes the order torch.topk gives, the tie rule of top_per_row (base.py).
+    order = certainty.masked_fill(~allowed, float("-inf")).topk(certainty.shape[-1], dim=-1).indices
     walked = entropies.gather(-1, order)
     valid = allowed.gather(-1, order)
     walked = torch.where(valid, walked, torch.zeros_like(walked))
@@ -44,6 +45,7 @@ def entropy_bounded_count(entropies: torch.Tensor, certainty: torch.Tensor, allo
 @SAMPLERS.register("eb_sampler")
 class EBSampler(Sampler):
     adaptive = True
+    rank_precision = torch.float64
 
     def __init__(self, gamma: float = 0.01, proxy: str = "entropy", **common):
         super().__init__(**common)
@@ -56,13 +58,13 @@ class EBSampler(Sampler):
     def step(self, model, state, window, budget):
         logits = state.forward(model)
         tokens = self.draw(model, logits, state)
-        log_probs = self.confidence_logits(model, logits).double().log_softmax(-1)
+        log_probs = self.confidence_logits(model, logits).log_softmax(-1)
         probs = log_probs.exp()
         entropies = entropy_of_log_probs(log_probs)
         certainty = self.certainty(probs, entropies, tokens)
         allowed = state.candidates(window)
         count = entropy_bounded_count(entropies, certainty, allowed, self.gamma)
-        state.commit(top_per_row(certainty, allowed, count), tokens)
+        state.commit(state.top_per_row(certainty, allowed, count), tokens)
 
     def certainty(self, probs: torch.Tensor, entropies: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         if self.proxy == "entropy":

@@ -6,4 +6,4 @@ from boe_bench.samplers.base import LocalPolicySampler, entropy
 @SAMPLERS.register("entropy")
 class EntropySampler(LocalPolicySampler):
     def score(self, logits, tokens, state):
-        return -entropy(logits)
+        return -entropy(logits, logits.dtype)  # in the ranking dtype (rank_dtype)

@@ -44,6 +44,7 @@ def factor_count(confidence: torch.Tensor, allowed: torch.Tensor, factor: float,
 @SAMPLERS.register("fast_dllm")
 class FastDLLMSampler(Sampler):
     adaptive = True
+    rank_precision = torch.float64  # the reference softmaxes logits.to(float64)
 
     def __init__(self, threshold: float = 0.9, factor: float | None = None,
                  factor_commits_failed_last: bool = True, **common):
@@ -58,7 +59,7 @@ class FastDLLMSampler(Sampler):
     def step(self, model, state, window, budget):
         logits = state.forward(model)
         tokens = self.draw(model, logits, state)
-        probs = self.confidence_logits(model, logits).double().softmax(-1)
+        probs = self.confidence_logits(model, logits).softmax(-1)
         confidence = probs.gather(-1, tokens[..., None]).squeeze(-1)
         allowed = state.candidates(window)
         if self.factor is not None:

@@ -13,11 +13,18 @@ positions, all of them are unmasked; otherwise the row falls back to the LLaDA s
 count for this step, by confidence. A block ends as soon as it has no masks, so NFE (the
 reference's ``used_steps``) is at most ``steps``.
 
-Deviations, both invisible in the reference's scripts (T = 0, steps = gen_length):
+Deviations, all invisible in the reference's scripts (T = 0, steps = gen_length):
 - When steps < gen_length, a ready step may commit fewer tokens than the schedule, and the
   reference then runs out of steps with masks left in the block (they stay MASK in its
   output). Here the block keeps stepping with the same rule, the fallback repeating the
   schedule's last count, until it is full; these forwards are counted.
+- When steps < gen_length, a ready step may also commit more tokens than the schedule, so
+  that a later fallback asks for more positions than are still masked. The reference's
+  ``topk(confidence, k)`` then also returns -inf positions, i.e. already decoded tokens or
+  positions of later blocks, and writes its argmax there: it overwrites decoded tokens and
+  fills later blocks early. Here a fallback commits at most the block's masked positions
+  (``top_per_row``), so a decoded token never changes and no block is written before its
+  turn.
 - At T > 0 the reference softmaxes its Gumbel-perturbed *probabilities* (``exp(l)/g^T``)
   to get both the token and the distributions; here the token is drawn by Gumbel-max and
   confidence and KL come from the untempered distribution, as in LLaDA.
@@ -26,7 +33,7 @@ import torch
 
 from boe_bench.errors import ConfigError
 from boe_bench.samplers import SAMPLERS
-from boe_bench.samplers.base import Sampler, top_per_row
+from boe_bench.samplers.base import Sampler
 from boe_bench.samplers.schedule import transfer_counts
 
 
@@ -41,6 +48,7 @@ def kl_divergence(p_curr: torch.Tensor, p_prev: torch.Tensor | None) -> torch.Te
 @SAMPLERS.register("klass")
 class KLASSSampler(Sampler):
     adaptive = True
+    rank_precision = torch.float64
 
     def __init__(self, conf_threshold: float = 0.9, kl_threshold: float = 0.01, kl_history_length: int = 2,
                  **common):
@@ -55,12 +63,12 @@ class KLASSSampler(Sampler):
         logits = state.forward(model)
         tokens = self.draw(model, logits, state)
         gen = slice(state.prompt_length, None)
-        p_curr = self.confidence_logits(model, logits[:, gen]).double().softmax(-1)
-        confidence = torch.full(state.x.shape, float("-inf"), dtype=torch.float64, device=state.x.device)
+        p_curr = self.confidence_logits(model, logits[:, gen]).softmax(-1)
+        confidence = torch.full(state.x.shape, float("-inf"), dtype=p_curr.dtype, device=state.x.device)
         confidence[:, gen] = p_curr.gather(-1, tokens[:, gen, None]).squeeze(-1)
 
         # Only generation positions can ever be ready, so only they keep a history.
-        kl = kl_divergence(p_curr, state.extras.get("klass_p_prev"))
+        kl = kl_divergence(p_curr, state.extras.get("klass_p_prev")).double()  # history in float64, as the reference
         history = state.extras.get("klass_history")
         if history is None:
             history = torch.zeros(*kl.shape, self.kl_history_length, dtype=torch.float64, device=kl.device)
@@ -73,7 +81,7 @@ class KLASSSampler(Sampler):
             ready[:, gen] = (history < self.kl_threshold).all(-1)
         ready &= (confidence > self.conf_threshold) & allowed
         has_ready = ready.any(-1, keepdim=True)
-        chosen = torch.where(has_ready, ready, top_per_row(confidence, allowed, fallback))
+        chosen = torch.where(has_ready, ready, state.top_per_row(confidence, allowed, fallback))
         state.commit(chosen, tokens)
 
     def _pace(self, state, window) -> tuple[int, torch.Tensor]:

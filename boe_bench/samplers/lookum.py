@@ -33,7 +33,7 @@ import torch
 
 from boe_bench.errors import ConfigError
 from boe_bench.samplers import SAMPLERS
-from boe_bench.samplers.base import Sampler, entropy, top_per_row
+from boe_bench.samplers.base import Sampler, entropy
 
 
 def mean_negative_entropy(logits: torch.Tensor, still_masked: torch.Tensor) -> torch.Tensor:
@@ -61,6 +61,7 @@ def sample_unmasking_sets(pool: list[int], size: int, num_sets: int, generator) 
 
 @SAMPLERS.register("lookum")
 class LookUMSampler(Sampler):
+    rank_precision = torch.float64
     def __init__(self, pool_size: int = 5, num_paths: int = 2, verifier_temperature: float = 0.1, **common):
         super().__init__(**common)
         if pool_size < 1 or num_paths < 1 or verifier_temperature < 0:
@@ -71,11 +72,11 @@ class LookUMSampler(Sampler):
     def step(self, model, state, window, budget):
         logits = self._current_logits(model, state)
         tokens = self.draw(model, logits, state)
-        probs = self.confidence_logits(model, logits).double().softmax(-1)
+        probs = self.confidence_logits(model, logits).softmax(-1)
         certainty = probs.gather(-1, tokens[..., None]).squeeze(-1)
         allowed = state.candidates(window)
         budget = torch.minimum(budget.to(allowed.device), allowed.sum(-1))
-        pools = top_per_row(certainty, allowed, torch.clamp(budget, min=self.pool_size))
+        pools = state.top_per_row(certainty, allowed, torch.clamp(budget, min=self.pool_size))
         paths = [
             sample_unmasking_sets(pools[row].nonzero().flatten().tolist(), int(budget[row]), self.num_paths,
                                   state.generator) if budget[row] > 0 else [()]

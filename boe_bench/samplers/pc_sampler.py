@@ -51,6 +51,7 @@ def load_frequency_table(path: str | Path, vocab_size: int, tokenizer_size: int 
 
 @SAMPLERS.register("pc_sampler")
 class PCSampler(LocalPolicySampler):
+    rank_precision = torch.float64
     def __init__(self, lam: float = 0.25, alpha: float = 10.0, freq_table: str | None = None, **common):
         super().__init__(**common)
         if lam < 0 or alpha <= 0:
@@ -66,7 +67,7 @@ class PCSampler(LocalPolicySampler):
         return self._freq.to(device)
 
     def score(self, logits, tokens, state):
-        p = logits.double().softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
+        p = logits.softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
         f_bg = self._freq.to(logits.device)[tokens]
         calibrated = (-p * torch.log(f_bg + 1e-9)).clamp(max=self.alpha)
         pos = (torch.arange(state.seq_len, device=logits.device) - state.extras["block_start"]).clamp(min=0)

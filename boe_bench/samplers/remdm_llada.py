@@ -55,9 +55,7 @@ class ReMDMLLaDASampler(Sampler):
             state.extras["remdm_ours"] = torch.zeros_like(state.masked)
         conf_scores, ours = state.extras["remdm_conf"], state.extras["remdm_ours"]
         logits = state.forward(model)
-        # Drawing MASK would leave a position masked and break the step's exact progress.
-        logits = logits.clone()
-        logits[..., state.mask_id] = float("-inf")
+        # The draw never gives MASK (base.py), so every unmask makes exact progress.
         tokens = self.draw(model, logits, state)
         confidence = self.confidence_logits(model, logits).softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
 
@@ -69,7 +67,7 @@ class ReMDMLLaDASampler(Sampler):
         draws = torch.rand(sigma.shape, dtype=torch.float64, device=sigma.device, generator=state.generator)
         # At most m' remasks (those with the largest sigma), so the block still finishes.
         remask = top_per_row(sigma, draws < sigma, masked_after)
-        unmask = top_per_row(confidence, candidates, budget + remask.sum(-1))
+        unmask = state.top_per_row(confidence, candidates, budget + remask.sum(-1))
 
         state.x = torch.where(unmask, tokens, torch.where(remask, state.mask_id, state.x))
         conf_scores = torch.where(unmask, -confidence.double(), conf_scores)
