@@ -28,7 +28,7 @@ INVALID = "[invalid]"
 def normalise(text: str) -> str:
     for pattern in IGNORE:
         text = re.sub(pattern, "", text)
-    return text.lower().strip()
+    return text.lower()  # lm-eval: the regexes, then lower case (no strip)
 
 
 def extract_strict(completion: str) -> str:
