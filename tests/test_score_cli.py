@@ -111,3 +111,26 @@ def test_rescoring_text_imports_no_model_code(tmp_path):
             "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.stdout.strip().splitlines()[-1] == "0 []", result.stderr
+
+
+@pytest.mark.parametrize("task, data", [
+    ("gsm8k", [f"task.data_files={{test:{GSM8K},train:{FIX / 'gsm8k_train.jsonl'}}}"]),
+    ("math500", [f"task.data_files={FIX / 'math500.jsonl'}"]),
+])
+def test_runner_and_rescoring_score_identically(task, data, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from boe_bench.runner import run
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "model=tiny", "sampler=confidence", f"task={task}", "limit=3", "batch_size=3", "gen_length=32",
+            "steps=16", "block_length=32", "progress=false", f"out_dir={tmp_path / 'run'}", *data])
+    summary = run(cfg)
+    examples = tmp_path / "run" / "examples.jsonl"
+    out = tmp_path / "rescored.json"
+    assert main([f"task={task}", f"predictions={examples}", f"out={out}", *data]) == 0
+    rescored = json.loads(out.read_text())
+    records = [json.loads(line) for line in examples.read_text().splitlines()]
+    assert [r["metrics"] for r in rescored["records"]] == [r["metrics"] for r in records]
+    assert rescored["metrics"] == summary["metrics"]
