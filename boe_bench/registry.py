@@ -13,9 +13,24 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    """``package``: the entries register themselves when that package's modules are imported,
+    which happens on the first look-up rather than at import, so importing one entry's
+    module (a task's, to score text) does not import every other (a model's torch)."""
+
+    def __init__(self, kind: str, package: str | None = None):
         self.kind = kind
+        self.package = package
         self._entries: dict[str, type[T]] = {}
+
+    def _load(self) -> None:
+        if self.package is None:
+            return
+        import importlib
+        import pkgutil
+
+        package, self.package = importlib.import_module(self.package), None
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{module.name}")
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def add(cls: type[T]) -> type[T]:
@@ -28,6 +43,7 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> type[T]:
+        self._load()
         if name not in self._entries:
             known = ", ".join(sorted(self._entries))
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}")
@@ -37,7 +53,26 @@ class Registry(Generic[T]):
         return self.get(name)(**kwargs)
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
+        self._load()
         return name in self._entries
+
+
+def instantiate(node, what: str):
+    """Hydra instantiation of a ``_target_`` config node whose failures surface as one
+    ConfigError sentence (here, not in the runner, so building a task imports no torch)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(node)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"cannot build the {what}: {err}") from err

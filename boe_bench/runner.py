@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from boe_bench.errors import ConfigError
+from boe_bench.registry import instantiate  # noqa: F401 (also imported from here)
 from boe_bench.samplers.base import StopCriterion
 from boe_bench.samplers.schedule import Schedule
 
@@ -28,22 +29,6 @@ SUMMARY = "summary.json"
 RUN_CONFIG = "run_config.json"
 # Keys that may change between a run and its resumption without invalidating its records.
 RESUMABLE_KEYS = ("limit", "batch_size", "out_dir", "progress", "wandb", "shard", "gpu_slots")
-
-
-def instantiate(node: DictConfig, what: str):
-    """Hydra instantiation whose failures surface as one ConfigError sentence."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate as hydra_instantiate
-
-    try:
-        return hydra_instantiate(node)
-    except InstantiationException as err:
-        cause = err.__cause__
-        while cause is not None and not isinstance(cause, ConfigError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise ConfigError(f"cannot build the {what}: {err}") from err
 
 
 def shard_docs(docs: list[dict], limit: int | None, index: int = 0, count: int = 1) -> list[dict]:

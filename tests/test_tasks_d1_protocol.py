@@ -83,10 +83,17 @@ def test_lmeval_protocol_unchanged_by_default():
 
 
 def test_unknown_protocol_is_a_config_error():
-    with pytest.raises(ConfigError, match="protocol must be one of lmeval, d1"):
+    with pytest.raises(ConfigError, match="implements protocol 'lmeval' or 'd1', not 'd2'"):
         build_task("gsm8k", protocol="d2")
-    with pytest.raises(ConfigError, match="protocol must be one of lmeval, d1"):
+    with pytest.raises(ConfigError, match="implements protocol 'lmeval' or 'd1', not 'zero-shot'"):
         build_task("math500", protocol="zero-shot")
+    # Tasks with one protocol refuse another instead of ignoring it.
+    with pytest.raises(ConfigError, match="task countdown implements protocol 'd1', not 'lmeval'"):
+        build_task("countdown", protocol="lmeval")
+    with pytest.raises(ConfigError, match="task sudoku implements protocol 'd1', not 'lmeval'"):
+        build_task("sudoku", protocol="lmeval")
+    with pytest.raises(ConfigError, match="task humaneval implements protocol 'lmeval', not 'd1'"):
+        build_task("humaneval", protocol="d1")
 
 
 @pytest.mark.parametrize("task,data", [

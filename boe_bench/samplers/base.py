@@ -39,6 +39,7 @@ from torch import Tensor
 from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers.schedule import Schedule, transfer_counts
+from boe_bench.tasks.base import cut_at_stop
 
 
 RANK_DTYPES = ("float32", "model")
@@ -117,13 +118,14 @@ class StopCriterion:
         return ids[: ids.index(mask_id)] if mask_id in ids else ids
 
     def truncate(self, ids: list[int]) -> tuple[str, bool]:
-        """Decoded text cut at the first EOS and stop sequence, and whether either was seen."""
+        """Decoded text cut at the first EOS, then at the stop sequences as lm-eval cuts
+        (``cut_at_stop``, which the task's scorer applies again), and whether either was seen."""
         cut = next((i for i, t in enumerate(ids) if t in self.eos_ids), None)
         stopped = cut is not None
         text = self.tokenizer.decode(ids[:cut], skip_special_tokens=True)
-        hits = [text.find(s) for s in self.until if s in text]
-        if hits:
-            text, stopped = text[: min(hits)], True
+        short = cut_at_stop(text, self.until)
+        if short != text:
+            text, stopped = short, True
         return text, stopped
 
     def done(self, gen_row: Tensor, mask_id: int) -> bool:

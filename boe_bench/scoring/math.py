@@ -1,10 +1,19 @@
 """Answer extraction and equivalence for competition math (Minerva / lm-eval conventions).
 
-``normalize_final_answer`` follows the normalisation of Lewkowycz et al. (2022), appendix D,
-as lm-eval's ``minerva_math`` applies it. ``is_equiv`` parses both sides as LaTeX and asks
-sympy whether their difference simplifies to 0. lm-eval uses sympy's ANTLR parser, which
-needs antlr4 4.11 while Hydra pins 4.9; we use sympy's Lark backend instead (same grammar
-intent; a parse failure or timeout counts as not equivalent, as in lm-eval).
+``normalize_final_answer`` is the normalisation of Lewkowycz et al. (2022), appendix D, as
+lm-eval 0.4.13's ``minerva_math`` applies it. That version differs from the appendix's
+text in three places, and lm-eval's verdict is the protocol: unit words are removed first
+where whitespace still delimits them and never inside a LaTeX command (``\\infty`` and
+``\\left`` keep their "ft"); indexed roots ``\\sqrt[3]a`` get braces; and commas are removed
+only as thousands separators (``100,000`` -> ``100000``, while ``3,5,7`` stays a list).
+
+``is_equiv`` is lm-eval's: identical non-empty strings are equal; otherwise both sides go
+through sympy's lenient ANTLR LaTeX parser (``boe_bench.scoring.latex_antlr``, which
+explains how it runs beside Hydra) and are equal when their difference simplifies to 0; a
+parse failure, a difference sympy cannot take, or 5 s without an answer count as unequal.
+The 5 s limit is a SIGALRM, as in lm-eval, so it only applies in a main thread; the runner
+and ``python -m boe_bench.score`` score there (or in worker processes), and elsewhere the
+comparison simply runs without the limit rather than failing.
 """
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ import logging
 import re
 import signal
 import threading
+from contextlib import contextmanager
 
 SUBSTITUTIONS = [("an ", ""), ("a ", ""), (".$", "$"), ("\\$", ""), (r"\ ", ""), (" ", ""), ("mbox", "text"),
                  (",\\text{and}", ","), ("\\text{and}", ","), ("\\text{m}", "\\text{}")]
@@ -61,61 +71,83 @@ def minerva_final_answer(completion: str) -> str:
     return match.group(1).strip() if match else INVALID
 
 
+def _remove_units(answer: str) -> str:
+    """REMOVED_EXPRESSIONS in order, after the substitutions: a unit word is removed from
+    the text between LaTeX command names only (so ``\\left`` keeps its "ft"), other
+    expressions everywhere."""
+    for expression in REMOVED_EXPRESSIONS:
+        if expression.isalpha():
+            pieces = re.split(r"(\\[a-zA-Z]+)", answer)  # odd pieces are command names
+            answer = "".join(p if i % 2 else p.replace(expression, "") for i, p in enumerate(pieces))
+        else:
+            answer = answer.replace(expression, "")
+    return answer
+
+
 def normalize_final_answer(answer: str) -> str:
+    """Minerva's normalisation as lm-eval 0.4.13 applies it (see the module docstring)."""
     answer = answer.split("=")[-1]
+    # Unit words first, while whitespace still delimits them (never right after a backslash).
+    for word in (e for e in REMOVED_EXPRESSIONS if e.isalpha()):
+        answer = re.sub(rf"(?<!\\)\b{word}\b", "", answer)
     for before, after in SUBSTITUTIONS:
         answer = answer.replace(before, after)
-    for expression in REMOVED_EXPRESSIONS:
-        answer = answer.replace(expression, "")
+    answer = _remove_units(answer)
     answer = re.sub(r"(.*?)(\$)(.*?)(\$)(.*)", "$\\3$", answer)
     for command in ("text", "textbf", "overline"):
         answer = re.sub(r"(\\" + command + r"\{)(.*?)(\})", "\\2", answer)
     answer = re.sub(r"(\\boxed\{)(.*)(\})", "\\2", answer)
     answer = re.sub(r"(frac)([^{])(.)", "frac{\\2}{\\3}", answer)
-    answer = re.sub(r"(sqrt)([^{])", "sqrt{\\2}", answer)
+    answer = re.sub(r"(sqrt)(\[[^\]]*\])(\w)", "\\1\\2{\\3}", answer)  # \sqrt[3]a -> \sqrt[3]{a}
+    answer = re.sub(r"(sqrt)(?!\[)([^{])", "sqrt{\\2}", answer)  # \sqrta -> \sqrt{a}
     answer = answer.replace("$", "")
-    if answer.replace(",", "").isdigit():
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+", answer):  # thousands separators only
         answer = answer.replace(",", "")
     return answer
 
 
-class _Timeout(Exception):
-    pass
+@contextmanager
+def _time_limit(seconds: int):
+    """Raise TimeoutError after ``seconds`` (a SIGALRM: main thread only; no limit elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(*_):
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def is_equiv(a: str, b: str, timeout_s: int = 5) -> bool:
-    """Symbolic equality of two normalised LaTeX answers (string equality short-circuits)."""
-    if a == b:
+    """lm-eval's ``is_equiv`` on two normalised answers: identical non-empty strings, else
+    sympy's ANTLR parse of each and ``simplify(a - b) == 0``; any failure is unequal."""
+    if a and a == b:
         return True
-    if INVALID in (a, b) or not a or not b:
-        return False
+    from boe_bench.scoring.latex_antlr import parse_latex
     import sympy
-    from sympy.parsing.latex import parse_latex
 
-    use_alarm = threading.current_thread() is threading.main_thread()
-
-    def on_alarm(*_):
-        raise _Timeout
-
-    previous = signal.signal(signal.SIGALRM, on_alarm) if use_alarm else None
-    if use_alarm:
-        signal.alarm(timeout_s)
     try:
-        return sympy.simplify(parse_latex(a, backend="lark") - parse_latex(b, backend="lark")) == 0
-    except Exception:  # unparsable, not subtractable, timed out: not shown equivalent
+        with _time_limit(timeout_s):
+            return bool(sympy.simplify(parse_latex(a) - parse_latex(b)) == 0)
+    except Exception:  # unparsable, not subtractable, not simplifiable, timed out
         return False
-    finally:
-        if use_alarm:
-            signal.alarm(0)
-            signal.signal(signal.SIGALRM, previous)
 
 
 _MISSING_NOTED: list[bool] = []
 
 
 def math_verify_equal(gold_text: str, completion: str) -> float | None:
-    """``math_verify`` on the gold solution and the whole completion; None when the
-    optional package is missing."""
+    """``math_verify`` on the gold solution and the (stop-cut) completion, as lm-eval calls
+    it; None when the optional package is missing. Its own 5 s limits are SIGALRMs, which
+    math_verify refuses off the main thread (it then scores 0); there they are switched off
+    instead, so the verdict does not depend on where scoring runs."""
     try:
         from math_verify import parse, verify
     except ImportError:
@@ -124,8 +156,10 @@ def math_verify_equal(gold_text: str, completion: str) -> float | None:
             logging.getLogger(__name__).warning(
                 "math_verify metric skipped: the math-verify package is not installed (pip install 'boe_bench[math]')")
         return None
+    limit = 5 if threading.current_thread() is threading.main_thread() else None
     try:
-        return float(verify(parse(gold_text), parse(completion)))
+        return float(verify(parse(gold_text, parsing_timeout=limit), parse(completion, parsing_timeout=limit),
+                            timeout_seconds=limit))
     except Exception:
         return 0.0
 

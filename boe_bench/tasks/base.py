@@ -3,7 +3,10 @@
 A task knows its data (hub id by default, ``data_files`` for a local copy in the upstream
 format), how to turn a document into a prompt, where generation stops, and how to score a
 completion. Scoring is a pure function of (document, completion), so saved generations can
-be rescored without a model.
+be rescored without a model: the runner and ``python -m boe_bench.score`` both call
+``Task.score``, and a scorer first cuts the completion at the task's stop sequences with
+``cut_at_stop``, exactly as lm-eval cuts a generation, so text that runs past a stop (as
+text from another tool may) is scored as lm-eval would score it.
 """
 from __future__ import annotations
 
@@ -29,8 +32,18 @@ class Task(ABC):
     until: tuple[str, ...] = ()
     # Whether the prompt is wrapped in the tokenizer's chat template (Instruct protocols).
     chat: bool = False
+    # The protocols a task implements, each with what it means (empty: not checked).
+    protocols: dict[str, str] = {}
+    # How document ids are formed, for error messages ("gsm8k-<row of the test split>").
+    id_form: str = ""
+    # Whether several records with one id are several samples of one problem (pass@k);
+    # otherwise rescoring refuses duplicate ids.
+    samples_per_id: bool = False
 
     def __init__(self, data_files: str | dict | None = None, protocol: str = "default"):
+        if self.protocols and protocol not in self.protocols:
+            raise ConfigError(f"task {self.name} implements protocol {' or '.join(map(repr, self.protocols))}, "
+                              f"not {protocol!r}")
         self.data_files = data_files
         self.protocol = protocol
         self._docs: list[dict] | None = None
@@ -88,17 +101,31 @@ class Task(ABC):
         return {"task": self.name, "protocol": self.protocol, "until": list(self.until), "chat": self.chat}
 
 
+def cut_at_stop(text: str, until: tuple[str, ...] | list[str]) -> str:
+    """lm-eval's cut (``postprocess_generated_text``): for each stop sequence in order, keep
+    the text before its first occurrence. This is the cut at the earliest stop, except that
+    a stop straddling an earlier stop's cut point no longer matches; a no-op on text the
+    runner already cut."""
+    for stop in until:
+        if stop:
+            text = text.split(stop)[0]
+    return text
+
+
 def read_records(path: str | Path) -> list[dict]:
     """Rows of a local data file in its upstream format: .jsonl, .json (list) or .csv."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"data file {str(path)!r} does not exist")
-    if path.suffix == ".jsonl":
-        with path.open() as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if path.suffix == ".json":
-        data = json.loads(path.read_text())
-        return data if isinstance(data, list) else data.get("data", data)
+    try:
+        if path.suffix == ".jsonl":
+            with path.open() as f:
+                return [json.loads(line) for line in f if line.strip()]
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+            return data if isinstance(data, list) else data.get("data", data)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"data file {str(path)!r} is not valid JSON ({err.msg}, line {err.lineno})") from None
     if path.suffix == ".csv":
         import csv
 
@@ -107,8 +134,10 @@ def read_records(path: str | Path) -> list[dict]:
     raise ConfigError(f"data file {str(path)!r} has an unsupported extension (use .jsonl, .json or .csv)")
 
 
-def load_split(hub_id: str, split: str, data_files: str | None, config: str | None = None) -> list[dict]:
-    """A split from a local file when given, else from the HF hub (or its local cache)."""
+def load_split(hub_id: str, split: str, data_files: str | None, config: str | None = None,
+               override: str = "task.data_files=<local copy in the upstream format>") -> list[dict]:
+    """A split from a local file when given, else from the HF hub (or its local cache);
+    ``override`` is the command-line setting that supplies the file, named when the hub fails."""
     if data_files:
         return read_records(data_files)
     try:
@@ -118,5 +147,5 @@ def load_split(hub_id: str, split: str, data_files: str | None, config: str | No
     except Exception as err:  # the hub raises many types; the user needs one sentence
         raise ConfigError(
             f"cannot load {hub_id!r} ({split}) from the hub ({type(err).__name__}); "
-            f"pass task.data_files=<local copy in the upstream format>"
+            f"pass {override}"
         ) from err

@@ -13,18 +13,13 @@ from collections import defaultdict
 
 from boe_bench.errors import ConfigError
 from boe_bench.scoring.sandbox import pass_at_k, run_program
-from boe_bench.tasks.base import Task
-
-
-def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
-    """The text before the first stop sequence, as lm-eval's generate_until returns it
-    (a no-op on the runner's completions, which are already cut)."""
-    hits = [text.find(stop) for stop in until if stop and stop in text]
-    return text[: min(hits)] if hits else text
+from boe_bench.tasks.base import Task, cut_at_stop
 
 
 class CodeTask(Task):
     primary_metric = "pass@1"
+    protocols = {"lmeval": "lm-eval's protocol, cut at its stop sequences, pass@k (the only protocol)"}
+    samples_per_id = True
 
     def __init__(self, data_files=None, protocol: str = "lmeval", timeout: float = 3.0, memory_mb: int = 1024,
                  k: list[int] | tuple[int, ...] = (1,)):

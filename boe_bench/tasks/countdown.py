@@ -58,6 +58,8 @@ class Countdown(Task):
     primary_metric = "accuracy"
     chat = True
     assistant_prefix = "<reasoning>"
+    protocols = {"d1": "d1's 0-shot chat prompt, the expression checked by evaluation (the only protocol)"}
+    id_form = "countdown-<row of d1's countdown_cd3_test.jsonl>"
 
     def __init__(self, data_files: str | None = None, protocol: str = "d1"):
         super().__init__(data_files, protocol)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 
-from boe_bench.errors import ConfigError
 from boe_bench.scoring.math import hendrycks_equiv
 
-PROTOCOLS = ("lmeval", "d1")
+PROTOCOL_HELP = ("d1's 0-shot chat prompt with \"<reasoning>\" prefilled, no stop cut, the \\boxed{} answer "
+                 "scored as `accuracy`")
 ASSISTANT_PREFIX = "<reasoning>"
 
 GSM8K_SYSTEM_PROMPT = (
@@ -29,11 +29,6 @@ MATH500_SYSTEM_PROMPT = (
 )
 ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 NUMBER = re.compile(r"-?\d+\.?\d*")
-
-
-def check_protocol(task_name: str, protocol: str) -> None:
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"{task_name} protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
 
 
 def use_chat_protocol(task, primary_metric: str = "accuracy") -> None:

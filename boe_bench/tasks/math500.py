@@ -1,13 +1,15 @@
 """MATH-500, lm-eval's ``minerva_math500`` protocol: 4 fixed Minerva exemplars,
 ``Problem:``/``Solution:`` blocks, stop at ``Problem:``; the answer is read from "Final
 Answer: The final answer is ... I hope it is correct.", normalised (Minerva appendix D) and
-compared symbolically; ``math_verify`` is reported beside it when the package is present."""
+compared as lm-eval compares it (``boe_bench.scoring.math``: lm-eval 0.4.13's normaliser and
+sympy's ANTLR parser); ``math_verify`` is reported beside it when the package is present.
+Both read the completion cut at the stop sequence as lm-eval cuts it (``cut_at_stop``)."""
 from __future__ import annotations
 
 from boe_bench.scoring.math import (is_equiv, last_boxed_only_string, math_verify_equal, minerva_final_answer,
                                     normalize_final_answer, remove_boxed)
 from boe_bench.tasks import TASKS, d1_protocol
-from boe_bench.tasks.base import Task, load_split
+from boe_bench.tasks.base import Task, cut_at_stop, load_split
 
 # The Minerva exemplars lm-eval's minerva_math uses (data, quoted verbatim).
 EXEMPLARS = [
@@ -42,10 +44,13 @@ def problem_block(problem: str) -> str:
 class MATH500(Task):
     primary_metric = "exact_match"
     until = ("Problem:",)
+    protocols = {"lmeval": "lm-eval's 4-shot `minerva_math500`: cut at \"Problem:\", exact_match (Minerva "
+                           "normalisation, sympy equivalence) and math_verify",
+                 "d1": d1_protocol.PROTOCOL_HELP}
+    id_form = "the data's unique_id, a path"
 
     def __init__(self, data_files: str | None = None, protocol: str = "lmeval"):
         super().__init__(data_files, protocol)
-        d1_protocol.check_protocol("math500", protocol)
         if protocol == "d1":  # 0-shot chat, boxed answer, Hendrycks equality: d1_protocol.py
             d1_protocol.use_chat_protocol(self)
 
@@ -62,6 +67,7 @@ class MATH500(Task):
     def score(self, doc: dict, completion: str) -> dict:
         if self.protocol == "d1":
             return d1_protocol.score_math500(doc, completion)
+        completion = cut_at_stop(completion, self.until)
         gold = normalize_final_answer(remove_boxed(last_boxed_only_string(doc["solution"])))
         answer = normalize_final_answer(minerva_final_answer(completion))
         metrics = {"answer": answer, "exact_match": float(is_equiv(answer, gold))}

@@ -56,6 +56,8 @@ class Sudoku(Task):
     primary_metric = "cell_accuracy"
     chat = True
     assistant_prefix = "<reasoning>"
+    protocols = {"d1": "d1's 0-shot chat prompt, cell accuracy (the only protocol)"}
+    id_form = "sudoku-<row of the 500-row CSV>"
 
     def __init__(self, data_files: str | None = None, subset: str = "d1_256", protocol: str = "d1"):
         super().__init__(data_files, protocol)

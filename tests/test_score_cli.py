@@ -1,0 +1,136 @@
+"""``python -m boe_bench.score``: one scoring path with the runner, math_verify outside
+threads, and every bad input refused in one sentence before any work is done."""
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from boe_bench.errors import ConfigError
+from boe_bench.score import main
+from boe_bench.tasks.base import load_split
+
+ROOT = Path(__file__).resolve().parents[1]
+FIX = ROOT / "tests" / "fixtures"
+GSM8K = FIX / "gsm8k_test.jsonl"
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def gsm8k_rows(n: int) -> list[dict]:
+    docs = [json.loads(line) for line in GSM8K.read_text().splitlines()][:n]
+    return [{"id": f"gsm8k-{i}", "completion": " " + d["answer"] + "</s>junk 12345"} for i, d in enumerate(docs)]
+
+
+def test_plain_data_path_for_gsm8k_and_the_stop_cut(tmp_path, capsys):
+    predictions = write(tmp_path / "p.jsonl", gsm8k_rows(3))
+    out = tmp_path / "s.json"
+    assert main(["task=gsm8k", f"predictions={predictions}", f"out={out}", f"task.data_files={GSM8K}"]) == 0
+    summary = json.loads(out.read_text())
+    # Past "</s>" comes "junk 12345": scored on the cut text, flexible reads the right number.
+    assert summary["metrics"] == {"exact_match_strict": 1.0, "exact_match_flexible": 1.0}
+    assert summary["coverage"] == {"ids_scored": 3, "ids": 12}
+    assert "coverage: scored 3 of 12 ids" in capsys.readouterr().err
+
+
+def test_duplicate_ids_are_refused_for_one_sample_tasks(tmp_path, capsys):
+    rows = gsm8k_rows(2)
+    predictions = write(tmp_path / "p.jsonl", rows + [rows[0]])
+    assert main(["task=gsm8k", f"predictions={predictions}", f"task.data_files={GSM8K}"]) == 2
+    assert "'gsm8k-0'" in capsys.readouterr().err
+
+
+def test_bad_workers_and_out_fail_before_scoring(tmp_path, capsys):
+    predictions = write(tmp_path / "p.jsonl", gsm8k_rows(1))
+    assert main(["task=gsm8k", f"predictions={predictions}", "workers=0", f"task.data_files={GSM8K}"]) == 2
+    assert "workers must be a positive integer" in capsys.readouterr().err
+    missing = tmp_path / "no_such_dir" / "s.json"
+    # The predictions file does not exist either: out is checked first, before any reading.
+    assert main(["task=gsm8k", f"predictions={tmp_path / 'none.jsonl'}", f"out={missing}"]) == 2
+    err = capsys.readouterr().err
+    assert "its directory does not exist" in err and err.count("\n") == 1
+
+
+def test_unknown_ids_name_the_id_form(tmp_path, capsys):
+    predictions = write(tmp_path / "p.jsonl", [{"id": "0", "completion": "\\boxed{1}"}])
+    assert main(["task=countdown", f"predictions={predictions}"]) == 2
+    err = capsys.readouterr().err
+    assert "countdown-<row of d1's countdown_cd3_test.jsonl>, e.g. 'countdown-0'" in err
+
+
+def test_usage_names_each_tasks_protocols_and_tasks_refuse_others(tmp_path, capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "task.protocol" in err and "gsm8k: lmeval = " in err and "; d1 = " in err and "countdown: d1 = " in err
+    predictions = write(tmp_path / "p.jsonl", [{"id": "countdown-0", "completion": ""}])
+    assert main(["task=countdown", f"predictions={predictions}", "task.protocol=lmeval"]) == 2
+    assert "task countdown implements protocol 'd1', not 'lmeval'" in capsys.readouterr().err
+
+
+def test_hub_failure_names_the_override(monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("offline")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
+    from boe_bench.tasks.gsm8k import GSM8K
+
+    GSM8K_FILE = FIX / "gsm8k_test.jsonl"
+
+    with pytest.raises(ConfigError, match=r"pass task.data_files=<a local test.jsonl>"):
+        GSM8K().docs()
+    with pytest.raises(ConfigError, match=r"task.data_files=\{test:<test.jsonl>,train:<train.jsonl>\}"):
+        GSM8K(data_files=str(GSM8K_FILE)).fewshot_block()
+    with pytest.raises(ConfigError, match="pass task.data_files="):
+        load_split("x/y", "test", None)
+
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_math_verify_scores_gold_answers_through_the_cli(tmp_path, workers):
+    pytest.importorskip("math_verify")
+    docs = [json.loads(line) for line in (FIX / "math500.jsonl").read_text().splitlines()][:4]
+    rows = [{"id": d["unique_id"], "completion": f" {d['solution']}\nFinal Answer: The final answer is ${d['answer']}$. "
+             "I hope it is correct.\n\nProblem:\nNext"} for d in docs]
+    predictions, out = write(tmp_path / "p.jsonl", rows), tmp_path / "s.json"
+    assert main(["task=math500", f"predictions={predictions}", f"out={out}", f"workers={workers}",
+                 f"task.data_files={FIX / 'math500.jsonl'}"]) == 0
+    metrics = json.loads(out.read_text())["metrics"]
+    assert metrics["math_verify"] == 1.0 and metrics["exact_match"] == 1.0
+
+
+def test_rescoring_text_imports_no_model_code(tmp_path):
+    predictions = write(tmp_path / "p.jsonl", gsm8k_rows(2))
+    code = ("import sys; from boe_bench.score import main; "
+            f"rc = main(['task=gsm8k', 'predictions={predictions}', 'task.data_files={GSM8K}']); "
+            "print(rc, sorted(m for m in ('torch', 'transformers', 'boe_bench.models', 'boe_bench.samplers') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "0 []", result.stderr
+
+
+@pytest.mark.parametrize("task, data", [
+    ("gsm8k", [f"task.data_files={{test:{GSM8K},train:{FIX / 'gsm8k_train.jsonl'}}}"]),
+    ("math500", [f"task.data_files={FIX / 'math500.jsonl'}"]),
+])
+def test_runner_and_rescoring_score_identically(task, data, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from boe_bench.runner import run
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "model=tiny", "sampler=confidence", f"task={task}", "limit=3", "batch_size=3", "gen_length=32",
+            "steps=16", "block_length=32", "progress=false", f"out_dir={tmp_path / 'run'}", *data])
+    summary = run(cfg)
+    examples = tmp_path / "run" / "examples.jsonl"
+    out = tmp_path / "rescored.json"
+    assert main([f"task={task}", f"predictions={examples}", f"out={out}", *data]) == 0
+    rescored = json.loads(out.read_text())
+    records = [json.loads(line) for line in examples.read_text().splitlines()]
+    assert [r["metrics"] for r in rescored["records"]] == [r["metrics"] for r in records]
+    assert rescored["metrics"] == summary["metrics"]
