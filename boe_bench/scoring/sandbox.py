@@ -349,8 +349,8 @@ def isolation() -> str:
     """In words, for reports and the self-check: which walls stand on this machine."""
     if not isolation_prefix():
         return "in-process guard only (no usable namespaces)"
-    who = "a fresh unprivileged uid" if os.geteuid() == 0 else "a nested user namespace"
-    return f"namespaces (mount, pid, net, ipc; read-only /, tmpfs work dir; runs as {who}) + in-process guard"
+    who = "as a fresh unprivileged uid" if os.geteuid() == 0 else "in a nested user namespace"
+    return f"namespaces (mount, pid, net, ipc; read-only /, tmpfs work dir; runs {who}) + in-process guard"
 
 
 def run_program(source: str, timeout: float = 3.0, memory_mb: int = 1024, output_bytes: int = 1_000_000,
