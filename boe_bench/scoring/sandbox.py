@@ -27,9 +27,11 @@ the guard alone stands, as it does in lm-eval, and a timeout kills the child's p
 A program passes only by running to its end: the harness's code after ``exec`` raises an
 audit event, and the hook, on seeing it come from that very frame, writes a nonce it holds
 in its closure to a report channel the parent reads. The nonce never sits in a frame the
-program can reach (the hook refuses ``sys._getframe`` and heap walks while it runs, calls
-only C functions it captured before the program started, and refuses ``gc`` walks always),
-so printing it, exiting early with status 0 or raising the event early is a failure.
+program can reach: the hook calls only C functions it captured before the program started,
+on values whose exact type it checked, so no program code runs while the hook is on the
+stack, and it refuses ``gc`` walks, tracing and reads of ``/proc/*/mem``. Printing the
+nonce, exiting early with status 0 or raising the event early is therefore a failure.
+Builtins the solution replaced are restored before the tests run (``run_program(tests=)``).
 
 These are guards against accidents and careless code; the README says what holds where.
 """
