@@ -25,6 +25,9 @@ demo:  ## a real job on the embedded default model (CPU, a few minutes)
 test:  ## the default test suite (what CI runs)
 	$(PYTHON) -m pytest -q
 
+selfcheck:  ## gold answers through every scorer, the sandbox's hostile battery, every sampler on tiny
+	$(PYTHON) -m boe_bench.selfcheck
+
 test-slow:  ## slow tests only
 	$(PYTHON) -m pytest -q -m slow
 

@@ -1,106 +1,129 @@
 """The code sandbox against hostile programs: each one fails, while the harness, the files
-outside the sandbox directory and a listening server on this machine are untouched."""
+outside the sandbox directory and listening servers on this machine are untouched; and
+ordinary programs run as lm-eval's code_eval runs them."""
 import math
 import os
-import socket
-import threading
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from boe_bench.scoring import sandbox
+from boe_bench.scoring.hostile import listeners, run_battery
 from boe_bench.scoring.sandbox import pass_at_k, run_program, run_programs
 
 
-@pytest.fixture()
-def canary(tmp_path):
-    target = tmp_path / "canary"
-    target.mkdir()
-    (target / "keep.txt").write_text("alive")
-    return target
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
-def listener():
-    """A TCP server on loopback that records whether anyone ever connected."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    server.settimeout(0.2)
-    connections, stop = [], threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                connections.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], connections
-    stop.set()
-    thread.join()
-    server.close()
+def outside(tmp_path):
+    """A canary directory that is outside the sandbox for real: under the repository, since
+    inside the namespaces /tmp is the sandbox's own tmpfs (a write there lands in it)."""
+    base = Path(tempfile.mkdtemp(prefix=".boe_canary_", dir=ROOT))
+    (base / "keep.txt").write_text("alive")
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
 
 
-def hostile_programs(canary, port):
-    keep, new = str(canary / "keep.txt"), str(canary / "new.txt")
-    harness = os.getpid()
-    return {
-        "infinite loop": "while True:\n    pass",
-        "sleep forever": "import time\ntime.sleep(10**6)",
-        "fork bomb": "import os\nwhile True:\n    os.fork()",
-        "fork bomb via posix": "import posix\nwhile True:\n    posix.fork()",
-        "fork bomb via multiprocessing": "import multiprocessing as m\nwhile True:\n    m.Process(target=print).start()",
-        "subprocess": "import subprocess\nsubprocess.run(['sleep', '100'])",
-        "os.system": "import os\nos.system('sleep 100')",
-        "memory bomb": "x = bytearray(8 * 1024**3)\nassert x",
-        "growing memory": "a = []\nwhile True:\n    a.append(' ' * 10**7)",
-        "rmtree outside": f"import shutil\nshutil.rmtree({str(canary)!r})",
-        "remove outside": f"import os\nos.remove({keep!r})",
-        "unlink via posix": f"import posix\nposix.unlink({keep!r})",
-        "unlink via dir_fd": f"import os\nos.unlink('keep.txt', dir_fd=os.open({str(canary)!r}, os.O_RDONLY))",
-        "rename outside": f"import os\nos.rename({keep!r}, 'stolen.txt')",
-        "move outside": f"import shutil\nshutil.move({keep!r}, 'stolen.txt')",
-        "write outside": f"open({keep!r}, 'w').write('pwned')",
-        "write outside via ..": f"import os\nopen(os.getcwd() + '/../' + {os.path.relpath(keep, '/tmp')!r}, 'w')",
-        "pathlib write outside": f"import pathlib\npathlib.Path({new!r}).write_text('x')",
-        "FileIO write outside": f"import io\nio.FileIO({new!r}, 'w').write(b'x')",
-        "os.open write outside": f"import os\nos.write(os.open({new!r}, os.O_CREAT | os.O_WRONLY), b'x')",
-        "mkdir outside": f"import os\nos.makedirs({str(canary / 'made' / 'deep')!r})",
-        "chmod outside": f"import os\nos.chmod({keep!r}, 0)",
-        "socket to a local server": f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)",
-        "kill parent": "import os\nos.kill(os.getppid(), 9)",
-        "kill the harness by pid": f"import posix\nposix.kill({harness}, 9)",
-        "kill own process group": "import os\nos.killpg(0, 9)",
-        "ctypes": f"import ctypes\nctypes.CDLL(None).kill({harness}, 9)",
-        "sys.exit(0) before the asserts": "import sys\nsys.exit(0)\nassert False",
-        "exit() before the asserts": "exit()\nassert False",
-        "raise SystemExit(0)": "raise SystemExit(0)\nassert False",
-        "os._exit(0) before the asserts": "import os\nos._exit(0)\nassert False",
-        "reads stdin": "input()",
-        "output flood": "while True:\n    print('x' * 10000)",
-        "stderr flood": "import sys\nwhile True:\n    sys.stderr.write('x' * 10000)",
-        "recursion bomb": "def f(n):\n    return f(n + 1)\nf(0)",
-        "deep recursion bomb": "import sys\nsys.setrecursionlimit(10**8)\ndef f(n):\n    return f(n + 1)\nf(0)",
-        "failing assert": "assert 1 + 1 == 3",
-        "syntax error": "def broken(:\n    pass",
-    }
+@pytest.mark.parametrize("isolated", [True, False])
+def test_hostile_battery_all_fail_and_nothing_outside_is_touched(isolated, monkeypatch):
+    if isolated and not sandbox.isolation_prefix():
+        pytest.skip("no usable namespaces on this machine")
+    if not isolated:  # the documented degraded mode: the guard alone, kernel-only programs not run
+        monkeypatch.setattr(sandbox, "isolation_prefix", lambda: ())
+    rows = run_battery(root=ROOT, workers=8)
+    bad = [row for row in rows if not row[3]]
+    assert not bad, bad
+    assert len(rows) > 50
 
 
-def test_hostile_programs_all_fail_and_nothing_outside_is_touched(canary, listener):
-    port, connections = listener
-    programs = hostile_programs(canary, port)
-    results = run_programs(list(programs.values()), workers=8, timeout=2.0, memory_mb=512)
-    for name, result in zip(programs, results):
-        assert not result.passed, f"{name} passed: {result.status}"
-        assert result.status.startswith(("failed: ", "timed out")), f"{name}: {result.status}"
-    assert sorted(p.name for p in canary.iterdir()) == ["keep.txt"]
-    assert (canary / "keep.txt").read_text() == "alive"
-    assert oct((canary / "keep.txt").stat().st_mode)[-3:] != "000"
-    assert connections == []  # no program reached the server
-    # The harness still answers, and a fresh program still runs.
+def test_runs_in_a_fresh_interpreter_with_ordinary_imports():
+    # issue 11: in a fresh venv `threading` is not imported at start, and the old guard's
+    # disabled os.register_at_fork killed `import subprocess` (and random, tempfile, logging).
+    assert run_program("assert True").status == "passed"
+    program = ("import random, tempfile, logging, subprocess, threading, json, collections, heapq\n"
+               "random.seed(0)\nassert 0 <= random.random() < 1\n"
+               "with tempfile.TemporaryDirectory() as d:\n    open(d + '/x', 'w').write('1')\n"
+               "logging.getLogger('x').warning('logging works')\n"
+               "t = threading.Thread(target=lambda: None)\nt.start()\nt.join()")
+    assert run_program(program).status == "passed"
+
+
+def test_programs_get_lm_eval_globals():
+    # issue 12: code_eval runs exec(program, {}): __name__ is 'builtins', so a
+    # `if __name__ == '__main__':` block is skipped, and the globals start empty.
+    assert run_program("assert __name__ == 'builtins'").passed
+    assert run_program("if __name__ == '__main__':\n    raise SystemExit(1)\nassert True").passed
+    assert run_program("assert sorted(globals()) == ['__builtins__']").passed
+    # The tests run in the solution's globals, as if appended to it.
+    assert run_program("def f():\n    return 2", tests="assert f() == 2").passed
+    assert not run_program("def f():\n    return 2", tests="assert f() == 3").passed
+
+
+def test_deleting_its_own_working_directory_fails_without_hurting_the_harness():
+    # issue 17.7: this used to raise FileNotFoundError in the harness (its output files sat there).
+    for program in ("import os, shutil\nshutil.rmtree(os.getcwd())", "import os\nos.rmdir(os.getcwd())"):
+        result = run_program(program)
+        assert result.status.startswith("failed: "), result
     assert run_program("assert True").passed
+
+
+def test_fake_passes_fail():
+    # issue 17.8: the nonce used to sit in the bootstrap's frame, where the program read it.
+    walk = ("import sys, os\nf = sys._getframe(0)\nwhile f is not None:\n"
+            "    for v in list(f.f_locals.values()):\n"
+            "        for c in [v, *(x.cell_contents for x in (getattr(v, '__closure__', None) or ()))]:\n"
+            "            if isinstance(c, str):\n                print(c)\n"
+            "    f = f.f_back\nsys.stdout.flush()\nos._exit(0)")
+    assert run_program(walk).status == "failed: exited before the end of the program"
+    assert "marker" in run_program("import sys\nsys.audit('boe.sandbox.done')").status
+    assert "gc.get_objects" in run_program("import gc\ngc.get_objects()").status
+    # A solution that patches a builtin the tests use: the tests see the original again.
+    patched = "import builtins\nbuiltins.abs = lambda x: 0\ndef f():\n    return 5"
+    assert run_program(patched, tests="assert abs(f() - 1) < 1e-9").status == "failed: AssertionError"
+    assert run_program(patched, tests="assert f() == 5").passed
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_escapes_of_the_in_process_guard_fail(isolated, outside, monkeypatch):
+    # issue 17.9, the escapes the audit hook stops on its own (C-level events).
+    if isolated and not sandbox.isolation_prefix():
+        pytest.skip("no usable namespaces on this machine")
+    if not isolated:
+        monkeypatch.setattr(sandbox, "isolation_prefix", lambda: ())
+    keep, new = str(outside / "keep.txt"), str(outside / "new.txt")
+    programs = {
+        "original FileIO": f"import sys\ntype(sys.stdout.buffer.raw)({keep!r}, 'w').write(b'pwned')",
+        "rebuilt posix": ("import importlib.machinery as m, importlib.util as u\n"
+                          "p = u.module_from_spec(m.ModuleSpec('posix', m.BuiltinImporter))\n"
+                          f"m.BuiltinImporter.exec_module(p)\np.unlink({keep!r})"),
+        "sqlite3 file": f"import sqlite3\nsqlite3.connect({new!r}).execute('create table t(x)')",
+        "unix socket": "import socket\nsocket.socket(socket.AF_UNIX).connect('/run/any.sock')",
+    }
+    results = run_programs(list(programs.values()), workers=4)
+    for name, result in zip(programs, results):
+        assert not result.passed, (name, result)
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"] and (outside / "keep.txt").read_text() == "alive"
+
+
+@pytest.mark.skipif(not sandbox.isolation_prefix(), reason="no usable namespaces on this machine")
+def test_kernel_wall_where_namespaces_work(outside):
+    # issue 17.9, what only the kernel stops: SQL ATTACH writes without an audit event, the
+    # host's /proc, and threads past RLIMIT_NPROC (which never binds root).
+    new = str(outside / "new.txt")
+    attach = (f"import sqlite3\nc = sqlite3.connect(':memory:')\nc.execute(\"attach database '{new}' as x\")\n"
+              "c.execute('create table x.t(a)')\nc.commit()")
+    assert not run_program(attach).passed and not Path(new).exists()
+    assert not run_program(f"open('/proc/{os.getpid()}/cmdline').read()").passed
+    assert run_program("import os\nassert sorted(int(p) for p in os.listdir('/proc') if p.isdigit())[0] == 1").passed
+    threads = ("import threading, time\nthreading.stack_size(65536)\n"
+               "ts = [threading.Thread(target=time.sleep, args=(1,)) for _ in range(400)]\nfor t in ts:\n    t.start()")
+    assert "can't start new thread" in run_program(threads, timeout=10.0).status
+    assert run_program("import os\nassert os.getuid() != 0").passed
+    # Writes outside fail at the kernel too: the program's tmpfs is the only writable place.
+    assert run_program("import os\nassert os.getcwd() == '/tmp'\nopen('/tmp/x', 'w').write('ok')").passed
 
 
 def test_failures_say_why():
@@ -124,13 +147,13 @@ def test_correct_programs_pass_and_may_use_their_directory():
     assert run_program("try:\n    raise SystemExit(1)\nexcept SystemExit:\n    pass\nassert True").passed
 
 
-def test_fallback_without_namespaces_still_blocks_sockets(monkeypatch, listener):
-    port, connections = listener
+def test_fallback_without_namespaces_still_blocks_sockets(monkeypatch, tmp_path):
     monkeypatch.setattr(sandbox, "isolation_prefix", lambda: ())
-    result = run_program(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)")
-    assert not result.passed and "socket" in result.status
-    assert run_program("assert sum(range(4)) == 6").passed
-    assert run_program("while True:\n    pass", timeout=1.0).status == "timed out"
+    with listeners(str(tmp_path / "s.sock")) as (port, connections):
+        result = run_program(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)")
+        assert not result.passed and "socket" in result.status
+        assert run_program("assert sum(range(4)) == 6").passed
+        assert run_program("while True:\n    pass", timeout=1.0).status == "timed out"
     assert connections == []
 
 

@@ -1,27 +1,43 @@
 """Running model-written programs without trusting them.
 
-Each program runs in its own process, in a fresh temporary directory, under CPU, memory,
-file-size (output) and process rlimits, in its own session, with stdin closed, and with the
-os/posix/shutil/subprocess functions that delete, spawn, signal or leave the directory
-disabled before the program starts (our reliability guard). Where the machine allows
-unprivileged namespaces (``unshare -rnp --fork --kill-child true`` succeeds) it also runs in
-a new network namespace (no network at all) and a new PID namespace (it cannot see or signal
-the harness, and every process it starts dies with it); without them, socket creation is
-disabled inside the child instead and a timeout kills the child's process group. Many
-programs run in a thread pool, each thread waiting on its own subprocess, so a crash or hang
-of one never stalls the others.
+Each program runs as lm-eval's ``code_eval`` runs it: ``exec(program, {})``, so ``__name__``
+is ``'builtins'`` and ``if __name__ == '__main__':`` blocks are skipped, any exception
+(``SystemExit`` included) is a failure, and reading stdin fails. Around it stand two walls.
 
-A program passes only by running to its end: the child then prints a nonce it read from
-stdin before the program started, so ``sys.exit(0)`` or ``os._exit(0)`` before the asserts
-is a failure, not a pass.
+The kernel wall, where ``unshare`` works (probed once per process): the child gets new
+mount, PID, network and IPC namespaces. Inside, every mount is made read-only, ``/tmp`` is a
+fresh size-limited tmpfs that is the program's working directory (and ``$TMPDIR``), ``/run``,
+``/var/tmp`` and ``/dev/shm`` (where host sockets live) are covered by empty tmpfs mounts,
+``/proc`` shows only the sandbox's own processes and the network is empty. Then the child
+drops its privileges: started by root it becomes a fresh unprivileged uid (so RLIMIT_NPROC,
+which never binds root, caps its processes and threads, and host files are judged by their
+"other" permission bits; directories that hide the interpreter, such as a 0700 ``/root``,
+are covered by a tmpfs holding only the interpreter's own directories); started by a user
+it enters a nested user namespace, which takes away its capabilities over the mounts.
 
-These are guards against accidents and careless code, not a security boundary against a
-determined adversary (in-process guards can be undone from inside the process, and files
-outside the directory are protected by the guard, not by the kernel): run untrusted
-benchmarks in a container or as an unprivileged user as well.
+The in-process guard, always: an audit hook (``sys.addaudithook``; Python offers no way to
+remove one) refuses writes, deletes, renames and chmods outside the working directory,
+process creation, signals, sockets that connect or bind, ctypes, sqlite extensions, rlimit
+changes, new audit hooks, tracing and heap walks. The hook sees the C-level events, so
+reaching the original ``FileIO`` class or rebuilding the ``posix`` module does not get
+around it. It cannot see everything (``_posixsubprocess`` or SQL ``ATTACH`` reach the disk
+and processes without an event), which is why the kernel wall matters; without namespaces
+the guard alone stands, as it does in lm-eval, and a timeout kills the child's process group.
+
+A program passes only by running to its end: the harness's code after ``exec`` raises an
+audit event, and the hook, on seeing it come from that very frame, writes a nonce it holds
+in its closure to a report channel the parent reads. The nonce never sits in a frame the
+program can reach: the hook calls only C functions it captured before the program started,
+on values whose exact type it checked, so no program code runs while the hook is on the
+stack, and it refuses ``gc`` walks, tracing and reads of ``/proc/*/mem``. Printing the
+nonce, exiting early with status 0 or raising the event early is therefore a failure.
+Builtins the solution replaced are restored before the tests run (``run_program(tests=)``).
+
+These are guards against accidents and careless code; the README says what holds where.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -33,135 +49,278 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
-# Runs as the child's main script. Order matters: read the nonce, set limits, install the
-# guard, then run the program; whatever the program does, it cannot reach the last line early.
+# Covered by empty tmpfs mounts inside the namespaces: where host sockets and shared scratch live.
+HIDDEN = ("/run", "/var/tmp", "/dev/shm")
+# Runs as the child's main script (``python -I -c``). setup() isolates, limits and installs
+# the guard; run() executes the program with lm-eval's globals and then raises the marker.
 BOOTSTRAP = r'''
-import builtins, io, _io, os, posix, resource, sys, types
+import json, os, posix, resource, sys
 
-def main():
-    nonce = sys.stdin.readline().strip()
-    sys.stdin.close()
-    cpu_s, memory_bytes, output_bytes, processes, no_network = (int(a) for a in sys.argv[1:6])
-    for limit, value in ((resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_AS, memory_bytes),
-                         (resource.RLIMIT_FSIZE, output_bytes), (resource.RLIMIT_NPROC, processes),
-                         (resource.RLIMIT_CORE, 0)):
-        resource.setrlimit(limit, (value, value))
-    with open("program.py") as f:
-        source = f.read()
-    exit_now, write, realpath = os._exit, os.write, os.path.realpath
-    home = realpath(os.getcwd())
+MS_BIND, MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x1000, 0x4000, 0x40000, 0x2, 0x4
+MOUNT_ATTR_RDONLY, AT_RECURSIVE, SYS_MOUNT_SETATTR, CLONE_NEWUSER = 0x1, 0x8000, 442, 0x10000000
+HIDDEN = %r
+
+
+def isolate(args):
+    """Inside fresh namespaces: read-only mounts, a tmpfs work dir, then no privileges."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(result, what):
+        if result != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    def mount(source, target, fstype, flags, data=None):
+        enc = lambda s: None if s is None else s.encode()
+        check(libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+
+    class MountAttr(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_uint64) for n in ("attr_set", "attr_clr", "propagation", "userns_fd")]
+
+    def readonly(path, value, recursive):
+        attr = MountAttr(MOUNT_ATTR_RDONLY if value else 0, 0 if value else MOUNT_ATTR_RDONLY, 0, 0)
+        check(libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(-100), path.encode(),
+                           ctypes.c_uint(AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
+                           ctypes.c_size_t(ctypes.sizeof(attr))), f"mount_setattr {path}")
+
+    uid = args["uid"]
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # The interpreter's own directories must stay reachable once the tmpfs mounts cover
+    # /tmp etc. and once a foreign uid cannot traverse e.g. a 0700 /root.
+    needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                                            *sys.path) if p and os.path.isdir(p)}
+    needed = {p for p in needed if not any(p != q and p.startswith(q + "/") for q in needed)}
+    covered = {d: "mode=0755,size=64k" for d in HIDDEN if os.path.isdir(d) and not os.path.islink(d)}
+    if uid is not None:
+        for path in needed:
+            parts = path.split("/")
+            for i in range(2, len(parts)):
+                ancestor = "/".join(parts[:i])
+                if not os.stat(ancestor).st_mode & 0o001:
+                    covered.setdefault(ancestor, "mode=0755,size=64k")
+                    break
+    owner = 0 if uid is None else uid
+    covered["/tmp"] = f"mode=0700,uid={owner},gid={owner},size={args['tmpfs_mb']}m"
+    for top in sorted(covered, key=len):
+        if any(top.startswith(other + "/") for other in covered if other != top):
+            continue
+        inner = [p for p in needed if p == top or p.startswith(top + "/")]
+        fds = {p: os.open(p, os.O_PATH) for p in inner}
+        mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, covered[top])
+        for path, fd in fds.items():
+            os.makedirs(path, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            os.close(fd)
+    readonly("/", True, recursive=True)
+    readonly("/tmp", False, recursive=False)
+    os.chdir("/tmp")
+    if uid is not None:  # started by root: become a fresh unprivileged uid
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    else:  # started by a user: a nested user namespace holds no capability over our mounts
+        readonly("/proc", False, recursive=False)
+        check(libc.unshare(CLONE_NEWUSER), "unshare")
+        for name, text in (("setgroups", "deny"), ("uid_map", "1000 0 1"), ("gid_map", "1000 0 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    for name in ("ctypes", "_ctypes", "ctypes._endian"):
+        sys.modules.pop(name, None)
+
+
+def install_guard(nonce, home, wrapper, report):
+    """The audit hook. Everything it calls is captured here, before the program can patch it."""
+    import _stat, _thread
+    from types import SimpleNamespace
+
+    write, exit_now, lstat, readlink, getcwd = posix.write, posix._exit, posix.lstat, posix.readlink, posix.getcwd
+    getframe, get_ident, is_link = sys._getframe, _thread.get_ident, _stat.S_ISLNK
+    Denied, OSError_, str_, bytes_, int_ = PermissionError, OSError, str, bytes, int
+    marker = ("\n" + nonce + "\n").encode()
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+    busy = set()
+    refused = {"os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.kill", "os.killpg",
+               "subprocess.Popen", "os.startfile", "os.unshare", "os.setns", "os.link", "os.symlink", "os.chown",
+               "os.lchown", "os.chflags", "os.lchflags", "os.setxattr", "os.removexattr", "os.mknod", "os.mkfifo",
+               "sys.addaudithook", "sys.settrace", "sys.setprofile", "sys._current_frames", "sys._current_exceptions",
+               "gc.get_objects", "gc.get_referrers", "gc.get_referents", "socket.connect", "socket.bind",
+               "socket.sendto", "socket.sendmsg", "sqlite3.enable_load_extension", "sqlite3.load_extension",
+               "resource.setrlimit", "resource.prlimit", "pty.spawn", "os.add_dll_directory", "cpython.remote_debugger_script"}
+    # event -> (index of each path argument, index of its dir_fd argument or None)
+    paths = {"os.remove": ((0, 1),), "os.rmdir": ((0, 1),), "os.mkdir": ((0, 2),), "os.chmod": ((0, 2),),
+             "os.utime": ((0, 3),), "os.truncate": ((0, None),), "os.chdir": ((0, None),),
+             "os.rename": ((0, 2), (1, 3))}
+
+    def resolve(path, dir_fd):
+        """The real absolute path, symlinks followed, from C calls only (a realpath)."""
+        if type(path) is bytes_:
+            path = path.decode("utf-8", "surrogateescape")
+        if type(path) is not str_:
+            return None
+        if not path.startswith("/"):
+            if dir_fd is None or (type(dir_fd) is int_ and dir_fd < 0):  # -1/-100: no dir_fd
+                base = getcwd()
+            elif type(dir_fd) is int_ and dir_fd >= 0:
+                base = readlink("/proc/self/fd/" + int_.__repr__(dir_fd))
+            else:
+                return None
+            path = base + "/" + path
+        parts, pending, hops = [], path.split("/")[::-1], 0
+        while pending:
+            part = pending.pop()
+            if part == "" or part == ".":
+                continue
+            if part == "..":
+                if parts:
+                    parts.pop()
+                continue
+            candidate = "/" + "/".join(parts + [part])
+            try:
+                mode = lstat(candidate).st_mode
+            except OSError_:
+                parts.append(part)
+                continue
+            if is_link(mode):
+                hops += 1
+                if hops > 40:
+                    return None
+                target = readlink(candidate)
+                if target.startswith("/"):
+                    parts = []
+                pending.extend(target.split("/")[::-1])
+            else:
+                parts.append(part)
+        return "/" + "/".join(parts)
 
     def inside(path, dir_fd=None):
-        path = os.fsdecode(path)
-        if dir_fd is not None and not os.path.isabs(path):
-            # fd-relative calls (shutil.rmtree makes them) are judged by the directory's real path.
-            path = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
-        resolved = realpath(path)
-        return resolved == home or resolved.startswith(home + os.sep)
+        real = resolve(path, dir_fd)
+        return real is not None and (real == home or real.startswith(home + "/"))
 
-    def writes(mode):
-        return any(m in str(mode) for m in "wax+")
+    def judge(event, args):
+        if event == "boe.sandbox.done":
+            # Only the harness's frame after exec() returned may end the run as a pass.
+            if getframe(2) is wrapper:
+                write(report, marker)
+                exit_now(0)
+            raise Denied("sandbox: end-of-program marker raised by the program")
+        if event in refused or event.startswith("ctypes."):
+            raise Denied(f"sandbox: {event} is disabled")
+        if event == "open":
+            path, mode, flags = args
+            if type(path) is int_:
+                return
+            writing = type(flags) is int_ and flags & write_flags
+            if type(mode) is str_:
+                for letter in "wax+":
+                    if letter in mode:
+                        writing = True
+            real = resolve(path, None)
+            if real is None:
+                raise Denied("sandbox: open() of an unusual path")
+            if real.startswith("/proc/") and (real.endswith("/mem") or "/map_files" in real or writing):
+                raise Denied(f"sandbox: {real} is off limits")
+            if writing and not inside(real):
+                raise Denied(f"sandbox: writing outside the working directory: {real}")
+            return
+        if event == "sqlite3.connect":
+            database = args[0]
+            if not (database == ":memory:" or database == b":memory:" or database == "" or inside(database)):
+                raise Denied("sandbox: sqlite3 database outside the working directory")
+            return
+        for index, fd_index in paths.get(event, ()):
+            dir_fd = args[fd_index] if fd_index is not None and fd_index < len(args) else None
+            path = args[index]
+            if type(path) is int_ and event == "os.truncate":
+                continue  # ftruncate needs a file opened for writing, which open() judged
+            if not inside(path, dir_fd):
+                raise Denied(f"sandbox: {event} outside the working directory")
+            if event == "os.rmdir" and resolve(path, dir_fd) == home:
+                raise Denied("sandbox: removing the working directory")
 
-    original_open = _io.open
+    def hook(event, args):
+        me = get_ident()
+        if me in busy:
+            # Raised by our own C calls (getframe): allowed. Anything else would be program
+            # code running inside the hook, where a frame walk would find the nonce.
+            if event == "sys._getframe":
+                return
+            raise Denied("sandbox: re-entered")
+        if event == "sys._getframe" or event == "object.__getattr__" or event == "open" or event.startswith(
+                ("os.", "sys.", "gc.", "ctypes.", "socket.", "subprocess.", "sqlite3.", "resource.", "boe.", "pty.", "cpython.")):
+            busy.add(me)
+            try:
+                judge(event, args)
+            finally:
+                busy.discard(me)
 
-    def guarded_open(file, mode="r", *args, **kwargs):
-        if isinstance(file, (str, bytes, os.PathLike)) and writes(mode) and not inside(file):
-            raise PermissionError(f"sandbox: writing outside the working directory: {file}")
-        return original_open(file, mode, *args, **kwargs)
+    sys.addaudithook(hook)
 
-    class GuardedFileIO(_io.FileIO):
-        def __init__(self, file, mode="r", *args, **kwargs):
-            if isinstance(file, (str, bytes, os.PathLike)) and writes(mode) and not inside(file):
-                raise PermissionError(f"sandbox: writing outside the working directory: {file}")
-            super().__init__(file, mode, *args, **kwargs)
 
-    original_os_open = posix.open
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+def setup(args):
+    data = b""
+    while True:
+        chunk = posix.read(0, 1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    nonce, _, rest = data.decode().partition("\n")
+    del data
+    parts = json.loads(rest)
+    if args["isolate"]:
+        isolate(args)
+    for limit, value in ((resource.RLIMIT_CPU, args["cpu_s"]), (resource.RLIMIT_AS, args["memory_bytes"]),
+                         (resource.RLIMIT_FSIZE, args["output_bytes"]), (resource.RLIMIT_NPROC, args["processes"]),
+                         (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(limit, (value, value))
+    install_guard(nonce, os.path.realpath(os.getcwd()), sys._getframe(1), args["report_fd"])
+    return parts
 
-    def guarded_os_open(path, flags, *args, **kwargs):
-        if flags & write_flags and not inside(path):
-            raise PermissionError(f"sandbox: writing outside the working directory: {path}")
-        return original_os_open(path, flags, *args, **kwargs)
 
-    def forbidden(name):
-        def refuse(*args, **kwargs):
-            raise PermissionError(f"sandbox: {name} is disabled")
-        return refuse
-
-    def confined(name, function, path_args):
-        # Deleting or renaming the program's own scratch files is fine (tempfile does it).
-        def guarded(*args, **kwargs):
-            dir_fds = (kwargs.get("src_dir_fd", kwargs.get("dir_fd")), kwargs.get("dst_dir_fd", kwargs.get("dir_fd")))
-            paths = args[:path_args]
-            if not all(isinstance(p, (str, bytes, os.PathLike)) and inside(p, fd) for p, fd in zip(paths, dir_fds)):
-                raise PermissionError(f"sandbox: os.{name} outside the working directory")
-            return function(*args, **kwargs)
-        return guarded
-
-    builtins.open = io.open = _io.open = guarded_open
-    io.FileIO = _io.FileIO = GuardedFileIO
-    os.open = posix.open = guarded_os_open
-    # os re-exports posix's functions; both names must be replaced, or `import posix` walks around.
-    for name, path_args in (("remove", 1), ("unlink", 1), ("rmdir", 1), ("mkdir", 1), ("truncate", 1),
-                            ("chmod", 1), ("utime", 1), ("rename", 2), ("replace", 2)):
-        guarded = confined(name, getattr(posix, name), path_args)
-        setattr(os, name, guarded)
-        setattr(posix, name, guarded)
-    for name in ("kill", "killpg", "fork", "forkpty", "vfork", "system", "popen", "execv", "execve",
-                 "execvp", "execvpe", "execl", "execle", "execlp", "execlpe", "spawnv", "spawnve",
-                 "spawnvp", "spawnvpe", "posix_spawn", "posix_spawnp",
-                 "removedirs", "renames", "ftruncate",
-                 "fchmod", "lchmod", "chown", "fchown", "lchown", "chflags", "lchflags", "setuid",
-                 "seteuid", "setreuid", "setresuid", "setgid", "setegid", "setregid", "setresgid",
-                 "setsid", "setpgid", "setpgrp", "putenv", "unsetenv", "chdir", "fchdir", "chroot",
-                 "symlink", "link", "mkfifo", "mknod", "abort", "register_at_fork", "pidfd_open"):
-        for module in (os, posix):
-            if hasattr(module, name):
-                setattr(module, name, forbidden(f"os.{name}"))
-    import shutil, signal, socket, subprocess
-    # shutil.rmtree/move/copy stay usable inside the directory: they reach the disk through the
-    # confined os functions and guarded open above, which refuse anything outside it.
-    shutil.chown = forbidden("shutil.chown")
-    for name in ("Popen", "run", "call", "check_call", "check_output", "getoutput", "getstatusoutput"):
-        setattr(subprocess, name, forbidden(f"subprocess.{name}"))
-    for name in ("pthread_kill", "raise_signal", "pidfd_send_signal"):
-        if hasattr(signal, name):
-            setattr(signal, name, forbidden(f"signal.{name}"))
-    if no_network:
-        import _socket
-        for module in (socket, _socket):
-            for name in ("socket", "socketpair", "fromfd", "create_connection", "create_server"):
-                if hasattr(module, name):
-                    setattr(module, name, forbidden(f"socket.{name}"))
-    for name in ("ctypes", "_ctypes", "cffi", "_posixsubprocess", "resource", "psutil", "pty"):
-        sys.modules[name] = None
-    # The program gets a clean __main__, so `import __main__` finds its own globals, not ours.
-    program = types.ModuleType("__main__")
-    program.__builtins__ = builtins
-    sys.modules["__main__"] = program
+def run():
+    args = json.loads(sys.argv[1])
+    write, exit_now, audit, report = posix.write, posix._exit, sys.audit, args["report_fd"]
     try:
-        exec(compile(source, "program.py", "exec"), program.__dict__)
-        sys.stdout.flush()
+        solution, tests = setup(args)
     except BaseException as err:
-        # A file of its own, since stderr may be the very thing that hit its size limit.
+        write(report, f"sandbox setup failed: {type(err).__name__}: {err}".encode(errors="replace"))
+        exit_now(3)
+    sys.modules["__main__"] = type(sys)("__main__")
+    import builtins
+    # Immutable, so a program that finds this frame cannot edit what gets restored.
+    caught, run_code, build = BaseException, exec, compile
+    originals, namespace = tuple(builtins.__dict__.items()), {}
+    try:
+        # lm-eval's code_eval runs exec(solution + tests, {}). The tests run in the same
+        # globals, but with any builtin the solution replaced put back first, so a solution
+        # cannot pass by patching abs, isinstance or print to please the asserts.
+        run_code(build(solution, "program.py", "exec"), namespace)
+        if tests is not None:
+            for name, value in originals:
+                if builtins.__dict__.get(name) is not value:
+                    builtins.__dict__[name] = value
+            run_code(build(tests, "tests.py", "exec"), namespace)
+    except caught as err:
         try:
-            with original_open("failure.txt", "w") as f:
-                f.write(f"{type(err).__name__}: {str(err)[:300]}".rstrip(": ").splitlines()[0])
+            first = f"{type(err).__name__}: {str(err)[:300]}".rstrip(": ").splitlines()[0]
+            write(report, first.encode(errors="replace"))
         except BaseException:
             pass
         exit_now(1)
-    write(1, ("\n" + nonce + "\n").encode())
-    exit_now(0)
+    audit("boe.sandbox.done")
+    exit_now(1)
 
-main()
-'''
 
-# Both namespaces, then network only; tried in order, the first that works on this machine wins.
-ISOLATIONS = (("unshare", "-rnp", "--fork", "--kill-child"), ("unshare", "-rn"))
+run()
+''' % (HIDDEN,)
+
 SIGNAL_REASONS = {signal.SIGXFSZ: "output over the limit", signal.SIGXCPU: "CPU time over the limit",
                   signal.SIGKILL: "killed", signal.SIGSEGV: "crashed (segmentation fault)"}
+# Root need not map ids (it simply changes uid after the mounts); a user maps itself to root.
+NAMESPACES = ("unshare", "--mount", "--pid", "--net", "--ipc", "--fork", "--kill-child", "--mount-proc")
+PROBE = "import json, logging, random, subprocess, tempfile, threading\nopen('probe.txt', 'w').write('ok')\n"
 
 
 @dataclass(frozen=True)
@@ -172,65 +331,86 @@ class ExecResult:
 
 @lru_cache(maxsize=1)
 def isolation_prefix() -> tuple[str, ...]:
-    """The ``unshare`` command that isolates a child here, or () where none works."""
+    """The ``unshare`` command that isolates a child here, or () where none works.
+
+    Probed once with a real program through the whole bootstrap, so a machine that lets
+    ``unshare`` start but refuses a mount, or hides the interpreter from a foreign uid,
+    falls back to the guard alone instead of failing every program."""
     if shutil.which("unshare") is None:
         return ()
-    for prefix in ISOLATIONS:
-        try:
-            if subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0:
-                return prefix
-        except (OSError, subprocess.SubprocessError):
-            continue
+    prefix = NAMESPACES if os.geteuid() == 0 else (*NAMESPACES[:1], "--map-root-user", *NAMESPACES[1:])
+    try:
+        if _run(PROBE, prefix, timeout=20.0).passed:
+            return prefix
+    except OSError:
+        pass
     return ()
 
 
+def isolation() -> str:
+    """In words, for reports and the self-check: which walls stand on this machine."""
+    if not isolation_prefix():
+        return "in-process guard only (no usable namespaces)"
+    who = "as a fresh unprivileged uid" if os.geteuid() == 0 else "in a nested user namespace"
+    return f"namespaces (mount, pid, net, ipc; read-only /, tmpfs work dir; runs {who}) + in-process guard"
+
+
 def run_program(source: str, timeout: float = 3.0, memory_mb: int = 1024, output_bytes: int = 1_000_000,
-                max_processes: int = 256) -> ExecResult:
+                max_processes: int = 256, tests: str | None = None) -> ExecResult:
     """Run one program; passed means it ran to its end without raising, within the limits.
 
+    ``tests``, when given, runs after ``source`` in the same globals (as if appended, which
+    is what lm-eval runs) but with the builtins ``source`` replaced restored first.
+
     ``timeout`` is wall-clock seconds for the whole child (interpreter start included).
-    ``max_processes`` (RLIMIT_NPROC, threads included) counts only the child's own namespace
-    where namespaces work, but all of the user's processes where they do not; root is exempt.
+    ``max_processes`` (RLIMIT_NPROC, threads included) binds the child's own uid where
+    namespaces work; without them it counts all of the user's processes, and root is exempt.
     """
+    return _run(source, isolation_prefix(), timeout, memory_mb, output_bytes, max_processes, tests)
+
+
+def _run(source: str, prefix: tuple[str, ...], timeout: float, memory_mb: int = 1024,
+         output_bytes: int = 1_000_000, max_processes: int = 256, tests: str | None = None) -> ExecResult:
     nonce = secrets.token_hex(16)
-    prefix = isolation_prefix()
-    limits = [math.ceil(timeout) + 1, memory_mb * 2**20, output_bytes, max_processes, int(not prefix)]
-    with tempfile.TemporaryDirectory(prefix="boe_sandbox_", ignore_cleanup_errors=True) as workdir:
-        Path(workdir, "program.py").write_text(source)
-        Path(workdir, "boot.py").write_text(BOOTSTRAP)
-        command = [*prefix, sys.executable, "-I", "boot.py", *map(str, limits)]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, "PYTHONHASHSEED": "0",
-               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8",
-               "TMPDIR": workdir}
-        stdout_path, stderr_path = Path(workdir, "stdout"), Path(workdir, "stderr")
-        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-            try:
-                proc = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=out,
-                                        stderr=err, start_new_session=True)
-            except OSError as error:
-                return ExecResult(False, f"failed: could not start: {error}")
-            try:
-                proc.communicate((nonce + "\n").encode(), timeout=timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                _kill_group(proc)
+    isolate = bool(prefix)
+    # A uid no account uses, fresh per program, so RLIMIT_NPROC counts this program alone.
+    uid = 2_000_000_000 + secrets.randbelow(100_000_000) if isolate and os.geteuid() == 0 else None
+    # The report channel and output files are anonymous: nothing the program does to its
+    # directory (deleting it included) can take them from the parent.
+    with tempfile.TemporaryDirectory(prefix="boe_sandbox_", ignore_cleanup_errors=True) as workdir, \
+            tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as report:
+        args = {"isolate": isolate, "uid": uid, "cpu_s": math.ceil(timeout) + 1, "memory_bytes": memory_mb * 2**20,
+                "output_bytes": output_bytes, "processes": max_processes, "report_fd": report.fileno(),
+                "tmpfs_mb": max(16, 4 * output_bytes // 2**20)}
+        home = "/tmp" if isolate else workdir
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "TMPDIR": home, "PYTHONHASHSEED": "0",
+               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8"}
+        command = [*prefix, sys.executable, "-I", "-c", BOOTSTRAP, json.dumps(args)]
+        try:
+            proc = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err,
+                                    pass_fds=(report.fileno(),), start_new_session=True)
+        except OSError as error:
+            return ExecResult(False, f"failed: could not start: {error}")
+        try:
+            proc.communicate((nonce + "\n" + json.dumps([source, tests])).encode(), timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            _kill_group(proc)
         if timed_out:
             return ExecResult(False, "timed out")
-        stdout_tail = _tail(stdout_path, 4096)
-        failure = Path(workdir, "failure.txt")
-        message = _tail(failure, 400) if failure.is_file() else _tail(stderr_path, 400)
-        message = message.decode(errors="replace").strip()
-    if proc.returncode == 0 and stdout_tail.rstrip().endswith(nonce.encode()):
+        said = _tail(report, 4096)
+        message = (said if said.strip() else _tail(err, 400)).decode(errors="replace").strip()
+    if proc.returncode == 0 and said.endswith(("\n" + nonce + "\n").encode()):
         return ExecResult(True, "passed")
-    return ExecResult(False, f"failed: {_reason(proc.returncode, message)}")
+    return ExecResult(False, f"failed: {_reason(proc.returncode, message.replace(nonce, '<nonce>'))}")
 
 
-def _tail(path: Path, size: int) -> bytes:
-    with path.open("rb") as f:
-        f.seek(max(0, path.stat().st_size - size))
-        return f.read()
+def _tail(file, size: int) -> bytes:
+    file.seek(0, os.SEEK_END)
+    file.seek(max(0, file.tell() - size))
+    return file.read()
 
 
 def _reason(returncode: int, message: str) -> str:
@@ -251,10 +431,12 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_programs(sources: list[str], workers: int = 4, **limits) -> list[ExecResult]:
+def run_programs(sources: list[str], workers: int = 4, tests: list[str | None] | None = None,
+                 **limits) -> list[ExecResult]:
     """Many programs at once, results in input order; one crash or hang stalls nothing."""
+    tests = tests or [None] * len(sources)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda source: run_program(source, **limits), sources))
+        return list(pool.map(lambda pair: run_program(pair[0], tests=pair[1], **limits), zip(sources, tests)))
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -32,12 +32,18 @@ class CodeTask(Task):
         self.timeout, self.memory_mb, self.k = timeout, memory_mb, sorted({1, *(int(v) for v in k)})
 
     @abstractmethod
+    def program_parts(self, doc: dict, completion: str) -> tuple[str, str]:
+        """The program run for one completion, as (solution, tests); lm-eval runs their
+        concatenation. The sandbox runs the tests after the solution in the same globals,
+        with any builtin the solution patched restored first."""
+
     def program(self, doc: dict, completion: str) -> str:
-        """The whole program run for one completion: solution, then the tests."""
+        """The whole program, as lm-eval's ``code_eval`` receives it."""
+        return "".join(self.program_parts(doc, completion))
 
     def score(self, doc: dict, completion: str) -> dict:
-        result = run_program(self.program(doc, cut_at_stop(completion, self.until)),
-                             timeout=self.timeout, memory_mb=self.memory_mb)
+        solution, tests = self.program_parts(doc, cut_at_stop(completion, self.until))
+        result = run_program(solution, tests=tests, timeout=self.timeout, memory_mb=self.memory_mb)
         return {"answer": result.status, "pass@1": float(result.passed), "timed_out": float(result.status == "timed out")}
 
     def aggregate(self, records: list[dict]) -> dict:

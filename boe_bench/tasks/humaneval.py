@@ -31,8 +31,8 @@ class HumanEval(CodeTask):
     def prompt_text(self, doc: dict) -> str:
         return doc["prompt"]
 
-    def program(self, doc: dict, completion: str) -> str:
-        return f"{doc['prompt']}{completion}\n{doc['test']}\ncheck({doc['entry_point']})\n"
+    def program_parts(self, doc: dict, completion: str) -> tuple[str, str]:
+        return f"{doc['prompt']}{completion}\n", f"{doc['test']}\ncheck({doc['entry_point']})\n"
 
 
 def read_gzip_jsonl(path: str) -> list[dict]:

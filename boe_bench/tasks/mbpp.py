@@ -58,5 +58,5 @@ class MBPP(CodeTask):
         shots = "".join(f"{describe_problem(s)}{s['code']}\n[DONE]\n\n" for s in self.shots())
         return shots + describe_problem(doc)
 
-    def program(self, doc: dict, completion: str) -> str:
-        return completion + "\n" + "\n".join(doc["test_list"][:3]) + "\n"
+    def program_parts(self, doc: dict, completion: str) -> tuple[str, str]:
+        return completion + "\n", "\n".join(doc["test_list"][:3]) + "\n"
