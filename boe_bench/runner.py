@@ -27,7 +27,8 @@ EXAMPLES = "examples.jsonl"
 SUMMARY = "summary.json"
 RUN_CONFIG = "run_config.json"
 # Keys that may change between a run and its resumption without invalidating its records.
-RESUMABLE_KEYS = ("limit", "batch_size", "out_dir", "progress", "wandb", "shard", "gpu_slots")
+# Keys that do not change what is generated (paper_rows: the report's row labels).
+RESUMABLE_KEYS = ("limit", "batch_size", "out_dir", "progress", "wandb", "shard", "gpu_slots", "paper_rows")
 
 
 def instantiate(node: DictConfig, what: str):
