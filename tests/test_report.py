@@ -33,6 +33,16 @@ def write_run(root, experiment, task, sampler, length, steps, outcomes, nfe, wal
     return path
 
 
+def write_summary(root, experiment, task, sampler, length, steps, score, nfe, wall=36.0, model="tiny"):
+    """A run with a summary and no per-example records (a run from before examples.jsonl)."""
+    path = root / experiment / task / model / sampler / f"L{length}-s{steps}"
+    path.mkdir(parents=True)
+    path.joinpath("summary.json").write_text(json.dumps({
+        "schedule": {"gen_length": length, "steps": steps, "block_length": 32}, "primary_metric": "accuracy",
+        "score": score, "n": 4, "mean_nfe": nfe, "mean_cost_fwd_equiv": nfe * 1.5, "job_wall_s": wall,
+        "generation_wall_s": wall / 2}))
+
+
 def write_paper(paper_dir, experiment, rows):
     paper_dir.mkdir(exist_ok=True)
     pd.DataFrame(rows, columns=PAPER_COLUMNS).to_csv(paper_dir / f"{experiment}.csv", index=False)
@@ -190,6 +200,14 @@ def test_figure4_steps_become_columns_and_frontier_is_drawn(tmp_path):
     assert any("gsm8k@256/s32" in line and "gsm8k@256/s128" in line for line in markdown.splitlines())
     assert "| BoE (ours) |" in markdown and "| Top-k (confidence) |" in markdown
     assert (destination / "pareto_gsm8k_tiny.svg").exists()
+
+
+def test_runs_without_records_show_no_interval_and_no_flag(tmp_path):
+    runs, paper = tmp_path / "runs", tmp_path / "paper"
+    write_summary(runs, "table5", "gsm8k", "boe", 128, 128, 0.5, 128)
+    write_paper(paper, "table5", [["table5", "llada_8b", "gsm8k", 128, "boe", "accuracy", 73.9, "percent", "BoE (full)", "t"]])
+    rows = table_rows((report("table5", runs, tmp_path / "results", paper) / "table.md").read_text())
+    assert rows["BoE (full)"][1:3] == ["**50.0 (73.9, -23.9)**", "128.0"]
 
 
 def test_report_refuses_an_empty_root_and_bad_arguments(tmp_path):
