@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from boe_bench.report import intervals
+from boe_bench.report.stats import outside
 
 MISSING = "–"
 FLAG = "†"
@@ -122,8 +123,6 @@ def cell_text(value, low, high, reference, digits: int = 1) -> str:
 
 
 def intervals_flag(reference: float, low, high) -> bool:
-    from boe_bench.report.stats import outside
-
     return not pd.isna(low) and not pd.isna(high) and outside(reference, (float(low), float(high)))
 
 
