@@ -6,9 +6,9 @@ EXTRA ?=
 # MODEL=tiny runs every cell of an experiment on CPU: a tiny random model ($(2) when given,
 # e.g. tiny_mdlm for Table 4) and the task slices in tests/fixtures (configs/profile/$(3) or tiny).
 TINY = model=$(or $(2),tiny) +profile=$(or $(3),tiny)
-experiment = $(PYTHON) -m boe_bench -m experiment=$(1) progress=false \
-	$(if $(filter tiny,$(MODEL)),$(TINY),$(if $(MODEL),model=$(MODEL))) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA) \
-	&& $(PYTHON) -m boe_bench.report experiment=$(1)
+sweep = $(PYTHON) -m boe_bench -m experiment=$(1) progress=false \
+	$(if $(filter tiny,$(MODEL)),$(TINY),$(if $(MODEL),model=$(MODEL))) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA)
+experiment = $(call sweep,$(1),$(2),$(3)) && $(PYTHON) -m boe_bench.report experiment=$(1)
 
 .PHONY: help setup demo test test-slow test-gpu table2 table3 table4 table5 figure4 figure4_puzzle tables testbed bench
 
@@ -40,10 +40,13 @@ table2:  ## Table 2 sweep (LLaDA-8B, GPU) and its report under results/table2
 table3:  ## Table 3 sweep (LLaDA-1.5, GPU) and its report
 	$(call experiment,table3)
 
-table4:  ## Table 4 (MDLM on OpenWebText, T=128); MODEL=tiny LIMIT=2 uses tiny_mdlm on CPU
-	$(call experiment,table4,tiny_mdlm,tiny_owt)
+table4:  ## Table 4 (MDLM rows, then the SEDD row; OWT, T=128); MODEL=tiny LIMIT=2: tiny_mdlm/tiny_sedd on CPU
+	$(call sweep,table4,tiny_mdlm,tiny_owt) \
+	&& $(PYTHON) -m boe_bench -m experiment=table4 progress=false sampler=random \
+	$(if $(filter tiny,$(MODEL)),model=tiny_sedd +profile=tiny_owt,model=sedd_small) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA) \
+	&& $(PYTHON) -m boe_bench.report experiment=table4
 
-table5:  ## Table 5 ablations (GSM8K L=128); `make table5 MODEL=tiny LIMIT=4` runs on CPU
+table5:  ## Table 5 ablations (GSM8K L=128, one token per step); `make table5 MODEL=tiny LIMIT=4` runs on CPU
 	$(call experiment,table5)
 
 figure4:  ## Figure 4 accuracy-NFE sweeps and Pareto plots; MODEL=tiny LIMIT=2 on CPU

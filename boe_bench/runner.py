@@ -28,7 +28,8 @@ EXAMPLES = "examples.jsonl"
 SUMMARY = "summary.json"
 RUN_CONFIG = "run_config.json"
 # Keys that may change between a run and its resumption without invalidating its records.
-RESUMABLE_KEYS = ("limit", "batch_size", "out_dir", "progress", "wandb", "shard", "gpu_slots")
+# Keys that do not change what is generated (paper_rows: the report's row labels).
+RESUMABLE_KEYS = ("limit", "batch_size", "out_dir", "progress", "wandb", "shard", "gpu_slots", "paper_rows")
 
 
 def shard_docs(docs: list[dict], limit: int | None, index: int = 0, count: int = 1) -> list[dict]:

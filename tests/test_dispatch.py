@@ -127,14 +127,14 @@ def test_experiment_overlay_runs_every_cell_with_the_tiny_profile_and_reports(tm
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     for sampler in ("confidence", "boe_rho025"):
-        summary = json.loads((runs / "table5/gsm8k/tiny" / sampler / "L16-s8-b16-seed1234/summary.json").read_text())
-        assert summary["n"] == 1 and summary["schedule"]["steps"] == 8  # steps = L/2 from the overlay
+        summary = json.loads((runs / "table5/gsm8k/tiny" / sampler / "L16-s16-b16-seed1234/summary.json").read_text())
+        assert summary["n"] == 1 and summary["schedule"]["steps"] == 16  # one token per step, from the overlay
         assert summary["config"]["task"]["data_files"]["test"] == "tests/fixtures/gsm8k_test.jsonl"
     from boe_bench.report import report
 
     markdown = (report("table5", runs, tmp_path / "results") / "table.md").read_text()
-    assert "| boe_rho025 |" in markdown and "(73.7, " in markdown  # beside the paper's number
-    assert "| boe_no_gate | – |" in markdown
+    assert "| active fraction rho=0.25 |" in markdown and "(73.7, " in markdown  # beside the paper's number
+    assert "| w/o confidence gating | – |" in markdown
 
 
 @pytest.mark.slow  # starts two loky workers that each import torch

@@ -1,4 +1,5 @@
-"""Score against NFE and against cost: one curve per sampler, the Pareto frontier marked."""
+"""Score against NFE and against cost: one curve per row (sampler), 95% interval bars on both
+axes, the Pareto frontier (of the point estimates) marked."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +18,17 @@ def pareto_front(points: pd.DataFrame, x: str) -> pd.DataFrame:
     return ordered.loc[keep]
 
 
+def error_bars(curve: pd.DataFrame, column: str, factor: float):
+    """[below, above] distances to the 95% interval (``<column>_lo``/``_hi``); None without."""
+    lo, hi = f"{column}_lo", f"{column}_hi"
+    if lo not in curve or curve[lo].isna().all():
+        return None
+    centre = curve[column].astype(float)
+    below = (centre - curve[lo].astype(float)).clip(lower=0).fillna(0)
+    above = (curve[hi].astype(float) - centre).clip(lower=0).fillna(0)
+    return [factor * below.to_numpy(), factor * above.to_numpy()]
+
+
 def pareto_plots(frame: pd.DataFrame, out: Path, paper: pd.DataFrame | None = None) -> list[Path]:
     import matplotlib
 
@@ -27,9 +39,10 @@ def pareto_plots(frame: pd.DataFrame, out: Path, paper: pd.DataFrame | None = No
     for (model, task), group in frame.dropna(subset=["score", "nfe"]).groupby(["model", "task"]):
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, x, label in ((axes[0], "nfe", "NFE"), (axes[1], "cost", "cost (forward-equivalents)")):
-            for sampler, curve in group.groupby("sampler"):
+            for row, curve in group.groupby("row" if "row" in group else "sampler", sort=False):
                 curve = curve.sort_values(x)
-                ax.plot(curve[x], 100 * curve["score"], marker="o", label=sampler)
+                ax.errorbar(curve[x], 100 * curve["score"], yerr=error_bars(curve, "score", 100.0),
+                            xerr=error_bars(curve, x, 1.0), marker="o", capsize=3, label=row)
             front = pareto_front(group, x)
             ax.plot(front[x], 100 * front["score"], color="black", linestyle="--", linewidth=1,
                     marker="s", markerfacecolor="none", markersize=9, label="Pareto frontier")

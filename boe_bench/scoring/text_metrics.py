@@ -97,31 +97,40 @@ def mauve_score(p_features: torch.Tensor, q_features: torch.Tensor, **settings) 
 
 
 @torch.no_grad()
-def generative_perplexity(texts: Sequence[str], model, tokenizer, max_length: int = 1024,
-                          batch_size: int = 1) -> float:
-    """exp of the token-weighted mean NLL of the texts, retokenised for the scoring LM.
+def perplexity_terms(texts: Sequence[str], model, tokenizer, max_length: int = 1024,
+                     batch_size: int = 1) -> list[tuple[float, float]]:
+    """Per text, (summed NLL, number of scored tokens) under the scoring LM, retokenised.
 
     As ReMDM: all texts are tokenised together (truncated to ``max_length``, padded with
     EOS to the longest), the first token is not predicted, and a position counts when its
     token is not EOS or is the first EOS of its row (so one EOS, or the first pad, is
-    scored and the rest of the padding is not).
+    scored and the rest of the padding is not). Per-text terms let the report bootstrap
+    the corpus perplexity over examples.
     """
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     rows = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"] if texts else []
     if not rows:
-        return float("nan")
+        return []
     longest = max(len(row) for row in rows)
     # Padded with EOS whatever the tokenizer's pad token: the mask below relies on it.
     ids = torch.tensor([row + [eos] * (longest - len(row)) for row in rows])
     attention = torch.tensor([[1] * len(row) + [0] * (longest - len(row)) for row in rows])
-    total_nll, total_weight = 0.0, 0.0
+    terms = []
     for start in range(0, ids.shape[0], batch_size):
         rows, mask = ids[start : start + batch_size].to(device), attention[start : start + batch_size].to(device)
         logits = model(rows, attention_mask=mask).logits
         nll = F.cross_entropy(logits[:, :-1].transpose(1, 2).double(), rows[:, 1:], reduction="none")
         first_eos = (rows == eos).cumsum(-1) == 1
         weight = (first_eos | (rows != eos))[:, 1:].double()
-        total_nll += float((nll * weight).sum())
-        total_weight += float(weight.sum())
+        terms.extend(zip((nll * weight).sum(-1).tolist(), weight.sum(-1).tolist()))
+    return terms
+
+
+def generative_perplexity(texts: Sequence[str], model, tokenizer, max_length: int = 1024,
+                          batch_size: int = 1) -> float:
+    """exp of the token-weighted mean NLL of the texts: exp(ΣNLL / Σtokens) over
+    ``perplexity_terms``."""
+    terms = perplexity_terms(texts, model, tokenizer, max_length, batch_size)
+    total_nll, total_weight = sum(t[0] for t in terms), sum(t[1] for t in terms)
     return math.exp(total_nll / total_weight) if total_weight else float("nan")
