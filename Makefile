@@ -42,7 +42,7 @@ table3:  ## Table 3 sweep (LLaDA-1.5, GPU) and its report
 
 table4:  ## Table 4 (MDLM rows, then the SEDD row; OWT, T=128); MODEL=tiny LIMIT=2: tiny_mdlm/tiny_sedd on CPU
 	$(call sweep,table4,tiny_mdlm,tiny_owt) \
-	&& $(PYTHON) -m boe_bench -m experiment=table4 progress=false sampler=random \
+	&& $(PYTHON) -m boe_bench -m experiment=table4 progress=false sampler=sedd_analytic \
 	$(if $(filter tiny,$(MODEL)),model=tiny_sedd +profile=tiny_owt,model=sedd_small) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA) \
 	&& $(PYTHON) -m boe_bench.report experiment=table4
 

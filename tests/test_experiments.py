@@ -7,9 +7,6 @@ from hydra import compose, initialize_config_dir
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
-# Sweep options other helpers are still writing; an experiment that needs one is skipped, by name.
-PENDING = {("sampler", "remdm"), ("sampler", "remdm_llada"), ("task", "owt"), ("sampler", "fb"), ("sampler", "dfm"),
-           ("model", "sedd_small"), ("model", "tiny_sedd")}
 # Not LLaDA's blocks of 32: MDLM decodes the whole sequence as one block, the puzzle model the grid.
 OWN_BLOCKS = {"table4", "figure4_puzzle"}
 
@@ -29,9 +26,7 @@ def test_experiment_composes_and_its_sweep_names_exist(experiment):
         chosen = cfg.hydra.runtime.choices[group]
         if chosen not in options(group):
             missing.add((group, chosen))
-    assert missing <= PENDING, f"{experiment} sweeps configs that do not exist: {sorted(missing - PENDING)}"
-    if missing:
-        pytest.skip(f"{experiment} waits for configs being written: {sorted(missing)}")
+    assert not missing, f"{experiment} sweeps configs that do not exist: {sorted(missing)}"
     if experiment not in OWN_BLOCKS:
         assert cfg.block_length == 32
         steps = [int(s) for s in str(params.get("steps", cfg.steps)).split(",")]
@@ -44,22 +39,22 @@ def test_experiment_composes_and_its_sweep_names_exist(experiment):
 
 @pytest.mark.parametrize("experiment", ["table2", "table3", "table4", "table5", "figure4"])
 def test_the_sweep_runs_the_papers_rows_in_its_order(experiment):
-    """paper_rows (the report's rows) name configs that exist (or are being written), and the
+    """paper_rows (the report's rows) name configs that exist and the
     sweep (plus Table 4's SEDD command) runs each row once, in the paper's order, and no other."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     rows = {label: str(spec).partition("@") for label, spec in cfg.paper_rows.items()}
     for label, (sampler, _, models) in rows.items():
-        assert sampler in options("sampler") or ("sampler", sampler) in PENDING, label
+        assert sampler in options("sampler"), label
         for model in filter(None, models.split("|")):
-            assert model in options("model") or ("model", model) in PENDING, (label, model)
+            assert model in options("model"), (label, model)
     swept = [s.strip() for s in str(cfg.hydra.sweeper.params.sampler).split(",")]
     default_model = cfg.hydra.runtime.choices.model
     on_default = [sampler for sampler, _, models in rows.values() if not models or default_model in models.split("|")]
     assert swept == on_default
     others = {label: spec for label, spec in rows.items() if spec[2] and default_model not in spec[2].split("|")}
-    if experiment == "table4":  # the SEDD row: `make table4`'s second command, sampler=random model=sedd_small
-        assert others == {"SEDD (absorb)": ("random", "@", "sedd_small|tiny_sedd")}
-        assert "sampler=random" in (CONFIGS.parent / "Makefile").read_text()
+    if experiment == "table4":  # the SEDD row: `make table4`'s second command, sampler=sedd_analytic model=sedd_small
+        assert others == {"SEDD (absorb)": ("sedd_analytic", "@", "sedd_small|tiny_sedd")}
+        assert "sampler=sedd_analytic" in (CONFIGS.parent / "Makefile").read_text()
     else:
         assert not others
