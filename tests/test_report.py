@@ -244,9 +244,9 @@ def test_table4_rows_span_two_models_with_text_metric_intervals(tmp_path, monkey
             "text_tokenizer": "tiny", "mauve_featurizer": "tiny-gpt2", "ppl_model": "tiny-gpt2", "scorer_device": "cpu",
             "n_samples": 3, "block_tokens": 64}
     texts = {"boe": ["the cat sat on the mat", "a b c d e f g", "hello world again"],
-             "random": ["zzzz zzzz zzzz", "qqqq", "xx yy xx yy"]}
+             "random": ["zzzz zzzz zzzz", "qqqq", "xx yy xx yy"], "sedd_analytic": ["zzzz zzzz zzzz", "qqqq", "xx yy xx yy"]}
     model, tokenizer = load_scorer_lm("tiny-gpt2")
-    for sampler, model_name in (("boe", "tiny_mdlm"), ("random", "tiny_mdlm"), ("random", "tiny_sedd")):
+    for sampler, model_name in (("boe", "tiny_mdlm"), ("random", "tiny_mdlm"), ("sedd_analytic", "tiny_sedd")):
         samples = texts[sampler]
         records = [{"id": f"owt-{i}", "answer": t, "metrics": {"entropy": float(len(set(t)))}, "correct": None,
                     "accounting": {"nfe": 128, "cost_fwd_equiv": 128}} for i, t in enumerate(samples)]
