@@ -223,7 +223,7 @@ def summarise(frame: pd.DataFrame, steps: pd.DataFrame, header: dict) -> tuple[d
     summary = {**header, "candidate_rows": len(frame), "measured_steps": len(steps), "pairs": {}, "regret": {},
                "agreement": {}}
     lines = [f"# BoE signal diagnostics: {header['sampler']} on {header['model']} / {header['task']}", "",
-             f"{header['docs']} documents, every {header['steps_every']}th step of {header['steps']}; "
+             f"{header['docs']} documents, every step k with k mod {header['steps_every']} = 0 of {header['steps']}; "
              f"{len(steps)} measured steps, {len(frame)} candidate measurements. Decode: "
              f"{header['metric']} = {header['score']}, mean NFE {header['mean_nfe']:.1f}, cost "
              f"{header['mean_cost_fwd_equiv']:.1f} forward-equivalents (diagnostic forwards not counted).", "",
@@ -262,7 +262,7 @@ def plot(frame: pd.DataFrame, steps: pd.DataFrame, path: Path, title: str) -> No
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    cand = frame[frame["in_candidates"]]
+    cand = frame[frame["in_candidates"].astype(bool)]
     axes[0].scatter(cand["soft_drop_S"], cand["tis"], s=6, alpha=0.5)
     lo = min(cand["soft_drop_S"].min(), cand["tis"].min(), 0) if len(cand) else 0
     hi = max(cand["soft_drop_S"].max(), cand["tis"].max(), 0) if len(cand) else 1
