@@ -195,10 +195,10 @@ class DecodeState:
         """[B, L] bool: masked positions of the current block in rows still decoding."""
         return self.masked & window[None, :] & self.active[:, None]
 
-    def count_forward(self, full: int = 1, live_rows_fwd: Tensor | int = 0, live_rows_bwd: Tensor | int = 0):
+    def count_forward(self, full: Tensor | int = 1, live_rows_fwd: Tensor | int = 0, live_rows_bwd: Tensor | int = 0):
         for row, acc in enumerate(self.accounting):
             if self.active[row]:
-                acc.nfe += full
+                acc.nfe += int(full[row]) if torch.is_tensor(full) else full
                 acc.live_rows_fwd += int(live_rows_fwd[row]) if torch.is_tensor(live_rows_fwd) else live_rows_fwd
                 acc.live_rows_bwd += int(live_rows_bwd[row]) if torch.is_tensor(live_rows_bwd) else live_rows_bwd
 

@@ -33,24 +33,58 @@ from boe_bench.samplers.boe_live import LiveInputs, LivePassGraphs, bucket_width
 
 ROWS = ("masked", "candidates", "all")
 DEFAULT_TARGETS = {"masked": "rest", "candidates": "candidates", "all": "rest"}
-__all__ = ["BoESampler", "entropy", "gated_score", "soft_write_shift"]
+__all__ = ["BoESampler", "entropy", "gated_score", "normalise_tis", "soft_write_shift"]
 
 
-def soft_write_shift(model: Denoiser, probs: Tensor, where: Tensor) -> Tensor:
+def soft_write_shift(model: Denoiser, probs: Tensor, where: Tensor, tau: float = 1.0) -> Tensor:
     """De_i = stopgrad(E^T pi_i) - e_m (eqs. 10, 29) at the ``where`` positions, 0 elsewhere.
 
-    Computed only where needed: E^T pi over the whole canvas would cost a vocabulary-sized
-    matmul per row, as much as the LM head itself."""
+    ``tau`` is the soft-write temperature the paper leaves open: the write is E^T q_i with
+    q_i = pi_i^(1/tau) / sum_v pi_iv^(1/tau) (the renormalised sharpened distribution, as one
+    public implementation of BoE does). tau = 1 is eq. 10 exactly (pi untouched); tau -> 0
+    tends to the embedding of the argmax token (the hard write); tau > 1 flattens towards
+    the mean embedding. Computed only where needed: E^T pi over the whole canvas would cost a
+    vocabulary-sized matmul per row, as much as the LM head itself."""
     delta = torch.zeros(*probs.shape[:2], model.embedding_matrix.shape[1], dtype=model.dtype, device=probs.device)
-    delta[where] = probs[where].to(model.dtype) @ model.embedding_matrix - model.mask_embedding
+    write = probs[where]
+    if tau != 1.0:
+        # log 0 = -inf stays a zero weight after the softmax.
+        write = (write.double().log() / tau).softmax(-1).to(probs.dtype)
+    delta[where] = write.to(model.dtype) @ model.embedding_matrix - model.mask_embedding
     return delta.detach()
 
 
-def gated_score(tis: Tensor, ent: Tensor, vocab_size: int, gate: bool, lam: float, floor: float) -> Tensor:
-    """Eqs. 15 and 19: confidence-gated TIS minus the anti-collapse penalty."""
-    score = tis
+NORMALISE = ("none", "minmax")
+
+
+def normalise_tis(tis: Tensor, candidates: Tensor, how: str = "none") -> Tensor:
+    """TIS normalised over each row's candidates, which the paper leaves open.
+
+    ``none``: TIS as it is (the paper's reading). ``minmax``: (TIS_i - min_C TIS) / (max_C TIS
+    - min_C TIS) over the row's candidates C, so scores lie in [0, 1]: the gate then scales
+    a non-negative number (a raw negative TIS times a high confidence ranks a confident
+    position lower, the opposite of what eq. 15 intends) and the penalty of eq. 19 meets
+    TIS on a fixed scale. A row whose candidates tie gets 0 everywhere; 0 off the candidates."""
+    if how == "none":
+        return tis
+    lo = tis.masked_fill(~candidates, float("inf")).amin(-1, keepdim=True)
+    hi = tis.masked_fill(~candidates, float("-inf")).amax(-1, keepdim=True)
+    span = hi - lo
+    scaled = (tis - lo) / torch.where(span > 0, span, 1.0)
+    return torch.where(candidates & (span > 0), scaled, 0.0)
+
+
+def gated_score(tis: Tensor, ent: Tensor, vocab_size: int, gate: bool, lam: float, floor: float,
+                gate_exponent: float = 1.0, normalise: str = "none", candidates: Tensor | None = None) -> Tensor:
+    """Eqs. 15 and 19: confidence-gated TIS minus the anti-collapse penalty,
+    s_i = c_i^gamma * N(TIS)_i - lambda_t max(h_t - H_i, 0)^2 with c_i = clip(1 - H_i / log|V|, 0, 1).
+
+    gamma (``gate_exponent``) = 1 is eq. 15; 0 removes the gate; > 1 leans harder on
+    confidence. N is ``normalise_tis`` over ``candidates`` (identity by default)."""
+    score = normalise_tis(tis, candidates, normalise) if normalise != "none" else tis
     if gate:
-        score = (1 - ent / math.log(vocab_size)).clamp(0, 1) * tis
+        gate_value = (1 - ent / math.log(vocab_size)).clamp(0, 1)
+        score = (gate_value if gate_exponent == 1.0 else gate_value ** gate_exponent) * score
     if lam > 0:
         score = score - lam * (floor - ent).clamp(min=0) ** 2
     return score
@@ -62,16 +96,28 @@ class BoESampler(Sampler):
     current block, 0 elsewhere). Knobs: ``rho`` candidate fraction in (0, 1]; ``rows``/``targets`` as
     above; ``gate``; ``anti_collapse`` {enabled, lam, h_max, floor_schedule
     (decreasing: h_t = h_max t/T | increasing: h_max (1 - t/T)), anneal (none | linear)};
+    ``soft_write_tau``, ``tis_normalise`` (none | minmax), ``gate_exponent``: the choices the
+    public descriptions leave open (``soft_write_shift``, ``normalise_tis``, ``gated_score``),
+    each defaulting to the paper's reading (1, none, 1);
     ``diagnose_dense`` adds the dense TIS to the trace for comparison (not counted);
     ``cuda_graphs`` replays the live-row pass as a CUDA graph on GPUs (same numbers, no
     per-kernel launch cost; see boe_live.py)."""
 
     def __init__(self, rho: float = 0.25, rows: str = "masked", targets: str | None = None, gate: bool = True,
                  anti_collapse: dict | None = None, diagnose_dense: bool = False, cuda_graphs: bool = True,
+                 soft_write_tau: float = 1.0, tis_normalise: str = "none", gate_exponent: float = 1.0,
                  **common):
         super().__init__(**common)
         if not 0 < rho <= 1:
             raise ConfigError(f"boe rho must be in (0, 1], got {rho}")
+        if not soft_write_tau > 0:
+            raise ConfigError(f"boe soft_write_tau must be > 0, got {soft_write_tau}")
+        if tis_normalise not in NORMALISE:
+            raise ConfigError(f"boe tis_normalise must be one of {', '.join(NORMALISE)}, got {tis_normalise!r}")
+        if not gate_exponent >= 0:
+            raise ConfigError(f"boe gate_exponent must be >= 0, got {gate_exponent}")
+        self.soft_write_tau, self.tis_normalise = float(soft_write_tau), tis_normalise
+        self.gate_exponent = float(gate_exponent)
         if rows not in ROWS:
             raise ConfigError(f"boe rows must be one of {', '.join(ROWS)}, got {rows!r}")
         targets = targets or DEFAULT_TARGETS[rows]
@@ -105,6 +151,11 @@ class BoESampler(Sampler):
         floor = self.anti["h_max"] * (frac if self.anti["floor_schedule"] == "decreasing" else 1 - frac)
         lam = self.anti["lam"] * (frac if self.anti["anneal"] == "linear" else 1.0)
         return lam, floor
+
+    def score_of(self, tis: Tensor, ent: Tensor, cand: Tensor, vocab_size: int, steps_done: int) -> Tensor:
+        """s_i of eq. 19 with this sampler's gate, normalisation and anti-collapse schedule."""
+        lam, floor = self.anti_collapse_terms(steps_done)
+        return gated_score(tis, ent, vocab_size, self.gate, lam, floor, self.gate_exponent, self.tis_normalise, cand)
 
     def step(self, model: Denoiser, state: DecodeState, window: Tensor, budget: Tensor) -> None:
         steps_done = state.extras.get("boe_steps", 0)
@@ -150,7 +201,7 @@ class BoESampler(Sampler):
         targets = cand_ranked if self.targets == "candidates" else state.masked & ranked[:, None] & ~cand
         tis = torch.zeros_like(ent)
         delta = torch.zeros(*state.x.shape, model.embedding_matrix.shape[1], dtype=model.dtype, device=logits.device)
-        delta[:, cols] = soft_write_shift(model, probs, cand[:, cols])
+        delta[:, cols] = soft_write_shift(model, probs, cand[:, cols], self.soft_write_tau)
         if ranked.any():
             surrogate_time = None if reuse else state.masked_fraction(budget)
             if self.rows == "all":
@@ -164,8 +215,7 @@ class BoESampler(Sampler):
                     _, frozen = model.forward_with_state(state.x, state.attention_mask, surrogate_time)
                     state.count_forward()
                 tis = self.live_tis(model, state, frozen, cand_ranked, targets, delta)
-        lam, floor = self.anti_collapse_terms(steps_done)
-        score = gated_score(tis, ent, model.vocab_size, self.gate, lam, floor)
+        score = self.score_of(tis, ent, cand, model.vocab_size, steps_done)
         return {"tokens": tokens, "candidates": cand, "targets": targets, "entropy": ent, "tis": tis, "logits": logits,
                 "score": score, "delta": delta}
 
