@@ -113,6 +113,51 @@ class TransformerDenoiser(Denoiser):
             h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
         return self._head(h)
 
+    def forward_live(self, ids, attention_mask, live_rows):
+        """One pass over L rows (see ``Denoiser.forward_live``): each layer runs the frozen
+        rows (every row not in ``live_rows``) without autograd and the live rows with it;
+        both attend over one key/value tensor whose live slots carry gradient and which the
+        frozen queries read detached. One spare masked slot (index L) takes padding entries."""
+        b, n = ids.shape
+        embeds = self.embed(ids).detach()
+        key_mask, positions, _ = canvas_masks(embeds, attention_mask)
+        key_mask = torch.cat([key_mask, key_mask.new_zeros(b, 1)], dim=1)
+        positions = torch.cat([positions, positions[:, -1:]], dim=1)
+        bias = padding_bias(key_mask, embeds.dtype)
+        embeds = torch.cat([embeds, embeds.new_zeros(b, 1, embeds.shape[-1])], dim=1)
+        live = torch.zeros(b, n + 1, dtype=torch.bool, device=ids.device).scatter_(1, live_rows, True)[:, :n]
+        width = max(1, int((~live).sum(-1).max()))
+        index = torch.arange(n, device=ids.device).expand(b, n)
+        frozen_rows = torch.where(live, n, index).sort(-1).values[:, :width]
+        pick = lambda t, rows: t.gather(1, rows[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
+        slot = lambda rows: rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)  # noqa: E731
+        cos_f, sin_f = self._rotary(embeds, positions.gather(1, frozen_rows))
+        cos_a, sin_a = self._rotary(embeds, positions.gather(1, live_rows))
+        slot_f, slot_a = slot(frozen_rows), slot(live_rows)
+        h_frozen = pick(embeds, frozen_rows)
+        live_embeds = pick(embeds, live_rows).requires_grad_(True)
+        h = live_embeds
+        with torch.enable_grad():
+            for layer in self.hf.model.layers:
+                with torch.no_grad():
+                    q_f, k_f, v_f = self._qkv(layer, _rms_norm(layer.input_layernorm, h_frozen), cos_f, sin_f)
+                    keys = k_f.new_zeros(b, self.n_kv_heads, n + 1, self.head_dim).scatter_(2, slot_f, k_f)
+                    values = torch.zeros_like(keys).scatter_(2, slot_f, v_f)
+                q, k, v = self._qkv(layer, _rms_norm(layer.input_layernorm, h), cos_a, sin_a)
+                k_all, v_all = keys.scatter(2, slot_a, k), values.scatter(2, slot_a, v)
+                with torch.no_grad():
+                    h_frozen = h_frozen + self._attend(layer, q_f, k_all.detach(), v_all.detach(), bias)
+                    h_frozen = h_frozen + layer.mlp(_rms_norm(layer.post_attention_layernorm, h_frozen))
+                h = h + self._attend(layer, q, k_all, v_all, bias)
+                h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
+            live_logits = self._head(h)
+        with torch.no_grad():
+            frozen_logits = self._head(h_frozen)
+            rows = frozen_logits.new_empty(b, n + 1, frozen_logits.shape[-1])
+            rows.scatter_(1, frozen_rows[..., None].expand_as(frozen_logits), frozen_logits)
+            rows.scatter_(1, live_rows[..., None].expand_as(live_logits), live_logits.detach())
+        return self.rows_to_positions(rows[:, :n]), live_logits, live_embeds
+
 
 def make_bidirectional(hf_model) -> None:
     """Turn off causal masking everywhere transformers may look for it."""

@@ -68,7 +68,7 @@ class BoESampler(Sampler):
 
     def __init__(self, rho: float = 0.25, rows: str = "masked", targets: str | None = None, gate: bool = True,
                  anti_collapse: dict | None = None, diagnose_dense: bool = False, cuda_graphs: bool = True,
-                 **common):
+                 one_pass: bool = True, **common):
         super().__init__(**common)
         if not 0 < rho <= 1:
             raise ConfigError(f"boe rho must be in (0, 1], got {rho}")
@@ -89,6 +89,7 @@ class BoESampler(Sampler):
             raise ConfigError(f"boe anti_collapse has an unknown floor_schedule or anneal: {anti}")
         self.rho, self.rows, self.targets, self.gate = rho, rows, targets, gate
         self.anti, self.diagnose_dense, self.cuda_graphs = anti, diagnose_dense, cuda_graphs
+        self.one_pass = one_pass
         self.graphs = LivePassGraphs()
         self.total_steps = 1
 
@@ -121,8 +122,19 @@ class BoESampler(Sampler):
         # A time-independent denoiser's surrogate forward "at t-1" (alpha = 0) is the step
         # forward itself; a time-conditioned one needs a second forward at t-1.
         reuse = not model.time_conditioned
-        dense_embeds = dense_rows = frozen = None
-        if reuse and self.rows == "all":
+        dense_embeds = dense_rows = frozen = live_pass = None
+        # How many candidates each row will have is known before the forward (top-r of the
+        # allowed positions), hence which rows will be ranked and, for rows: masked, the live set.
+        n_candidates = torch.maximum(budget, torch.ceil(self.rho * allowed.sum(-1)).long())
+        ranked = (torch.minimum(n_candidates, allowed.sum(-1)) > budget) & state.active
+        one_pass = reuse and self.one_pass and self.rows == "masked" and bool(ranked.any())
+        if one_pass:
+            live = self.masked_live(model, state, ranked)
+            live_rows, valid = pack_rows(live, state.seq_len, int(live.sum(-1).max()))
+            logits, live_logits, live_embeds = model.forward_live(state.x, state.attention_mask, live_rows)
+            live_pass = (live_rows, valid, live_logits, live_embeds)
+            state.count_forward()
+        elif reuse and self.rows == "all":
             dense_embeds, dense_rows = self.dense_forward(model, state, None)
             logits = model.rows_to_positions(dense_rows.detach())
             state.count_forward()
@@ -141,11 +153,9 @@ class BoESampler(Sampler):
         ent[:, cols] = entropy(conf_logits).float()
         confidence = torch.zeros_like(ent)
         confidence[:, cols] = probs.gather(-1, tokens[:, cols, None]).squeeze(-1).float()
-        n_candidates = torch.maximum(budget, torch.ceil(self.rho * allowed.sum(-1)).long())
         cand = top_per_row(confidence, allowed, n_candidates)
 
         # Rows whose candidates all fit in the budget need no ranking, hence no backward.
-        ranked = (cand.sum(-1) > budget) & state.active
         cand_ranked = cand & ranked[:, None]
         targets = cand_ranked if self.targets == "candidates" else state.masked & ranked[:, None] & ~cand
         tis = torch.zeros_like(ent)
@@ -159,6 +169,8 @@ class BoESampler(Sampler):
                     state.count_forward()
                 tis = self.dense_tis(model, dense_rows, dense_embeds, cand_ranked, targets, delta)
                 state.count_forward(full=0, live_rows_bwd=state.attention_mask.sum(-1) * ranked)
+            elif live_pass is not None:
+                tis = self.one_pass_tis(model, state, live_pass, cand_ranked, targets, delta)
             else:
                 if not reuse:
                     _, frozen = model.forward_with_state(state.x, state.attention_mask, surrogate_time)
@@ -177,12 +189,29 @@ class BoESampler(Sampler):
             row_logits, _ = model.forward_rows(embeds, state.attention_mask, time, ids=state.x)
         return embeds, row_logits
 
+    def masked_live(self, model, state, ranked: Tensor) -> Tensor:
+        """[B, L] rows: masked's live set in ``ranked`` rows: the masked rows and the rows that
+        predict them (the same rows unless the model shifts its logits)."""
+        return (state.masked | self.prediction_mask(model, state.masked)) & ranked[:, None]
+
+    def one_pass_tis(self, model, state, live_pass: tuple, cand: Tensor, targets: Tensor, delta: Tensor) -> Tensor:
+        """[B, L] TIS at candidate positions from the step forward's own live-row graph: the
+        live rows were computed with autograd in that forward, so only the backward remains."""
+        live_rows, valid, live_logits, live_embeds = live_pass
+        index = live_rows.clamp(max=state.seq_len - 1)
+        weights = self.prediction_mask(model, targets).gather(1, index) & valid
+        objective = (entropy(live_logits) * weights).sum()
+        (grad,) = torch.autograd.grad(objective, live_embeds)
+        tis_live = -inner(grad, delta.gather(1, index[..., None].expand(-1, -1, delta.shape[-1])))
+        state.count_forward(full=0, live_rows_bwd=valid.sum(-1))
+        return scatter_live(tis_live, live_rows, valid & cand.gather(1, index), cand)
+
     def live_tis(self, model, state, frozen, cand: Tensor, targets: Tensor, delta: Tensor) -> Tensor:
         """[B, L] TIS at candidate positions through the live-row recompute."""
         target_rows = self.prediction_mask(model, targets)
         live = cand | target_rows
         if self.rows == "masked":
-            live = live | (state.masked & cand.any(-1, keepdim=True))
+            live = live | self.masked_live(model, state, cand.any(-1))
         graphed = self.cuda_graphs and state.x.is_cuda and not model.time_conditioned
         width = int(live.sum(-1).max())
         live_rows, valid = pack_rows(live, state.seq_len, bucket_width(width) if graphed else width)
@@ -202,10 +231,7 @@ class BoESampler(Sampler):
         n_live = valid.sum(-1)
         work = n_live * n_live if inputs.leave_one_out else n_live
         state.count_forward(full=0, live_rows_fwd=work, live_rows_bwd=work)
-        # One spare column receives the padding entries, so they cannot overwrite a real row.
-        tis = tis_live.new_zeros(state.x.shape[0], state.seq_len + 1)
-        tis.scatter_(1, live_rows, torch.where(cand.gather(1, index) & valid, tis_live, 0.0))
-        return torch.where(cand, tis[:, :-1], 0.0)
+        return scatter_live(tis_live, live_rows, cand.gather(1, index) & valid, cand)
 
     def dense_tis(self, model, row_logits, embeds, cand, targets, delta) -> Tensor:
         """TIS with every row live: S backpropagated through the unmodified model."""
@@ -247,6 +273,14 @@ class BoESampler(Sampler):
                 entry["dense_cosine"].append(None if cosine is None else float(cosine))
                 entry["dense_topb_overlap"].append(overlap)
         state.trace.append(entry)
+
+
+def scatter_live(tis_live: Tensor, live_rows: Tensor, keep: Tensor, cand: Tensor) -> Tensor:
+    """[B, A] TIS of live entries -> [B, L], zero outside the candidates. One spare column
+    receives the padding entries, so they cannot overwrite a real row."""
+    tis = tis_live.new_zeros(cand.shape[0], cand.shape[1] + 1)
+    tis.scatter_(1, live_rows, torch.where(keep, tis_live, 0.0))
+    return torch.where(cand, tis[:, :-1], 0.0)
 
 
 def pack_rows(live: Tensor, length: int, width: int) -> tuple[Tensor, Tensor]:
