@@ -354,18 +354,6 @@ def test_ablation_configs_compose_into_the_rows_of_the_table(option, expected):
     assert got == expected
 
 
-def test_leave_one_out_in_memory_chunks_equals_one_batch(model64, monkeypatch):
-    import boe_bench.samplers.boe_live as live
-
-    state, frozen, cand, delta = setup_step(model64, texts=("a longer prompt here", "hi"), n_candidates=4)
-    sampler = BoESampler(rows="candidates")
-    whole = sampler.live_tis(model64, state, frozen, cand, cand, delta)
-    monkeypatch.setattr(live, "LOO_CHUNK_BYTES", 1)  # one copy per chunk
-    chunked = sampler.live_tis(model64, state, frozen, cand, cand, delta)
-    assert whole[cand].abs().min() > 0
-    assert torch.allclose(chunked, whole, rtol=1e-10, atol=1e-15)
-
-
 def forbid_tokens(model, token_ids, floor):
     """Make ``model`` give ``floor`` as the logit of ``token_ids`` in every row, the way a
     checkpoint forbids its MASK or padding token."""

@@ -227,10 +227,10 @@ class BoESampler(Sampler):
                             delta=delta.gather(1, index[..., None].expand(-1, -1, delta.shape[-1])),
                             weights=weights.to(torch.float32))
         tis_live = (self.graphs if graphed else live_tis_pass)(model, frozen, inputs)
-        # Count each example's own live rows (per leave-one-out copy), not the batch's padding.
+        # Count each example's own live rows (backward: per leave-one-out objective), not the padding.
         n_live = valid.sum(-1)
-        work = n_live * n_live if inputs.leave_one_out else n_live
-        state.count_forward(full=0, live_rows_fwd=work, live_rows_bwd=work)
+        state.count_forward(full=0, live_rows_fwd=n_live,
+                            live_rows_bwd=n_live * n_live if inputs.leave_one_out else n_live)
         return scatter_live(tis_live, live_rows, cand.gather(1, index) & valid, cand)
 
     def dense_tis(self, model, row_logits, embeds, cand, targets, delta) -> Tensor:
