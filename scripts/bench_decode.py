@@ -48,12 +48,12 @@ def variants(readings: list[str], rhos: list[float], dense: bool) -> dict[str, d
     return out
 
 
-def decode_run(model, spec: dict, prompts: list[list[int]], device: str):
+def decode_run(model, spec: dict, prompts: list[list[int]], device: str, gen: int = GEN):
     """A callable decoding the job once; returns (seconds, the first example's accounting)."""
     sampler = build_sampler(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
-    schedule = Schedule(gen_length=GEN, steps=GEN, block_length=BLOCK)
 
-    def run():
+    def run(steps: int | None = None):
+        schedule = Schedule(gen_length=gen, steps=steps or gen, block_length=BLOCK)
         sync(device)
         start = time.perf_counter()
         out = sampler.generate(model, prompts, schedule)
@@ -76,29 +76,42 @@ def measure(args) -> list[dict]:
     for batch in (int(b) for b in args.batch.split(",")):
         generator = torch.Generator().manual_seed(batch)
         # Random ids below the special tokens' range stand in for the 5-shot prompt's text.
-        prompts = [torch.randint(0, model.vocab_size - 1, (PROMPT,), generator=generator).tolist()
+        prompts = [torch.randint(0, model.vocab_size - 1, (args.prompt,), generator=generator).tolist()
                    for _ in range(batch)]
-        runs = {label: decode_run(model, spec, prompts, args.device) for label, spec in specs.items()}
-        accounting = {}
-        for label, run in runs.items():  # warm-up (allocator, kernels); the accounting of one decode
-            accounting[label] = run()[1]
-        times = {label: [] for label in runs}
+        runs = {label: decode_run(model, spec, prompts, args.device, args.gen) for label, spec in specs.items()}
+        for run in runs.values():  # warm-up (allocator, kernels, CUDA graphs): a decode in few steps
+            run(steps=args.gen // BLOCK * 2)
+        times, accounting = {label: [] for label in runs}, {}
         for repeat in range(args.repeats):
             for label, run in runs.items():
-                times[label].append(run()[0])
+                seconds, accounting[label] = run()
+                times[label].append(seconds)
                 print(f"batch {batch} repeat {repeat} {label}: {times[label][-1]:.2f}s", flush=True)
-        for label, spec in specs.items():
-            ratios = [t / c for t, c in zip(times[label], times["confidence"])]
-            acc = accounting[label]
-            rows.append({"machine": machine, "batch": batch, "shape": shape, "dtype": str(dtype).removeprefix("torch."),
-                         "variant": label, "rows": spec.get("rows", ""), "rho": spec.get("rho", ""),
-                         "repeats": args.repeats, "wall_min_s": round(min(times[label]), 3),
-                         "wall_median_s": round(statistics.median(times[label]), 3),
-                         "wall_max_s": round(max(times[label]), 3), "ratio_min": round(min(ratios), 3),
-                         "ratio_median": round(statistics.median(ratios), 3), "ratio_max": round(max(ratios), 3),
-                         "nfe": acc.nfe, "cost_fwd_equiv": round(acc.cost_fwd_equiv, 2), "note": args.note})
-            print(rows[-1], flush=True)
+            if args.progress:  # a long CPU run leaves its repeats so far behind
+                write(args, rows + table(machine, batch, shape, dtype, specs, times, accounting, args.note))
+        rows += table(machine, batch, shape, dtype, specs, times, accounting, args.note)
     return rows
+
+
+def table(machine, batch, shape, dtype, specs, times, accounting, note) -> list[dict]:
+    rows = []
+    for label, spec in specs.items():
+        ratios = [t / c for t, c in zip(times[label], times["confidence"])]
+        acc = accounting[label]
+        rows.append({"machine": machine, "batch": batch, "shape": shape, "dtype": str(dtype).removeprefix("torch."),
+                     "variant": label, "rows": spec.get("rows", ""), "rho": spec.get("rho", ""),
+                     "repeats": len(times[label]), "wall_min_s": round(min(times[label]), 3),
+                     "wall_median_s": round(statistics.median(times[label]), 3),
+                     "wall_max_s": round(max(times[label]), 3), "ratio_min": round(min(ratios), 3),
+                     "ratio_median": round(statistics.median(ratios), 3), "ratio_max": round(max(ratios), 3),
+                     "nfe": acc.nfe, "cost_fwd_equiv": round(acc.cost_fwd_equiv, 2), "note": note})
+    return rows
+
+
+def write(args, rows: list[dict]) -> None:
+    out = Path(args.out)
+    merged = merge(rows, out)
+    out.with_suffix(".md").write_text(summary(merged))
 
 
 def merge(rows: list[dict], path: Path) -> list[dict]:
@@ -149,10 +162,13 @@ def main() -> None:
     parser.add_argument("--rhos", default="0.10,0.25,0.50")
     parser.add_argument("--dense", action="store_true", help="also time rows: all (the dense backward) at rho 0.25")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--prompt", type=int, default=PROMPT, help="prompt tokens (smoke tests only)")
+    parser.add_argument("--gen", type=int, default=GEN, help="generated tokens = steps (smoke tests only)")
     parser.add_argument("--threads", type=int, default=1, help="CPU torch threads")
     parser.add_argument("--machine", default=None, help="machine name for the report")
     parser.add_argument("--note", default="", help="a sentence printed under this run's table (e.g. contention)")
     parser.add_argument("--out", default="results/bench/boe_decode.csv")
+    parser.add_argument("--progress", action="store_true", help="rewrite the CSV/markdown after every repeat")
     parser.add_argument("--merge", default=None, help="a CSV from another machine to fold into --out")
     args = parser.parse_args()
     out = Path(args.out)
@@ -162,8 +178,7 @@ def main() -> None:
             rows = list(csv.DictReader(f))
     else:
         rows = measure(args)
-    merged = merge(rows, out)
-    out.with_suffix(".md").write_text(summary(merged))
+    write(args, rows)
     print(f"wrote {out} and {out.with_suffix('.md')}")
 
 

@@ -8,15 +8,37 @@ TIS_i = -<g_i, De_i> estimates how much revealing i lowers the remaining entropy
 (Theorem 3.1). Candidates are ranked by s_i = c_i TIS_i - lambda_t max(h_t - H_i, 0)^2.
 
 Which rows carry gradient (``rows``) and which entropies form S (``targets``):
-- ``masked`` (default): live rows = masked rows, targets = masked \\ C. The backward runs
-  through a live-row recompute (ActiveQueryAttention): all other rows are frozen keys/values.
+- ``masked`` (default): live rows = masked rows (and, for a logit-shifted model, the rows
+  that predict them), targets = masked \\ C. The live set depends on the masked set only, so
+  it is known before the step's forward, and that forward is the only one (``one_pass``):
+  it computes every other row without autograd and hands their keys/values to the live
+  rows detached (ActiveQueryAttention, eq. 30), keeping a graph over the live rows alone;
+  the step then costs one forward plus a backward over |M| rows. ``one_pass: false`` runs
+  the earlier two-pass form (a no-grad forward, then a live-row recompute; same TIS within
+  float rounding, and replayable as a CUDA graph).
 - ``candidates``: live rows = C, targets = C with each candidate's own entropy left out of
-  its own score (exact leave-one-out: |C| copies of the small live set in one batch, copy c
-  backpropagating S without the entries that predict c).
+  its own score (exact leave-one-out: one live-row forward over C, then one backward per
+  candidate c of S without the entries that predict c). C is chosen by the step's
+  forward, so here the live rows are recomputed after it: |C| rows forward, |C|^2 backward.
 - ``all``: every row live, plain autograd through the whole model (the dense reference,
   the "w/o ActiveQueryAttention" ablation).
 Live rows = C with targets outside C is the literal reading of eqs. 11 + 30 and gives
 TIS = 0 identically (the zero-gradient trap): it is refused.
+
+Why ``masked`` is the default, although only ``candidates`` has a live set that grows with
+rho as the paper's A_t := C_t does (results/bench/boe_readings.md, boe_decode.md). On the
+trained puzzle model (150 puzzles with 70 empty cells, same puzzles for both readings),
+``candidates`` never solved more: 0.900 vs 0.940 at 70 steps (paired difference -0.040 ±
+0.058), 0.127 vs 0.127 at 35, 0.387 vs 0.400 at 56, none of it outside the noise; and its
+exact leave-one-out costs |C|^2 backward rows, so with the grid as one 81-cell block it
+cost twice as much (270 vs 131 forward-equivalents at 70 steps). On the GSM8K-shaped
+job (blocks of 32) its cost does grow with rho, but the backwards of a few rows each are
+dominated by per-operation overhead, and it is dearer than ``masked`` from rho 0.25 up.
+``masked``'s cost moves with rho only through the steps it ranks at all (a step whose
+|C| = max(b_t, ceil(rho |M_block|)) fits the budget needs no backward), so it rises
+slightly and monotonically with rho; the rest of its cost is the |M|-row backward, which
+the one-pass forward made the only extra work. ``candidates`` stays a knob, as does
+``all`` (the ablation without ActiveQueryAttention).
 """
 from __future__ import annotations
 
@@ -64,7 +86,9 @@ class BoESampler(Sampler):
     (decreasing: h_t = h_max t/T | increasing: h_max (1 - t/T)), anneal (none | linear)};
     ``diagnose_dense`` adds the dense TIS to the trace for comparison (not counted);
     ``cuda_graphs`` replays the live-row pass as a CUDA graph on GPUs (same numbers, no
-    per-kernel launch cost; see boe_live.py)."""
+    per-kernel launch cost; see boe_live.py) where there is a separate pass (``candidates``,
+    or ``one_pass: false``); ``one_pass`` (``masked`` only) folds the live rows' autograd into
+    the step forward."""
 
     def __init__(self, rho: float = 0.25, rows: str = "masked", targets: str | None = None, gate: bool = True,
                  anti_collapse: dict | None = None, diagnose_dense: bool = False, cuda_graphs: bool = True,
