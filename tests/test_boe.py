@@ -87,9 +87,12 @@ def test_live_row_tis_equals_naive_eq30(model64):
     assert torch.allclose(live_tis.double(), naive, rtol=1e-5, atol=1e-12)
 
 
-def test_one_pass_forward_equals_full_forward_plus_live_recompute(model64):
+@pytest.mark.parametrize("fused", [True, False])
+def test_one_pass_forward_equals_full_forward_plus_live_recompute(model64, fused, monkeypatch):
     """The step forward that keeps autograd for the live rows only gives the full forward's
-    logits and the two-pass recompute's live logits and gradients (left padding included)."""
+    logits and the two-pass recompute's live logits and gradients (left padding included),
+    with the live queries' attention fused over one key tensor or written out."""
+    monkeypatch.setattr(model64, "DENSE_LIVE_FRACTION", 1e9 if fused else 1e-9)
     state, _, _, _ = setup_step(model64, texts=("Question: 3+4?\nAnswer:", "Q: 1?"))
     live = state.masked.clone()
     live[1, -2:] = False  # rows with different live counts: the second one is padded

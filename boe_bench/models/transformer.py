@@ -141,6 +141,10 @@ class TransformerDenoiser(Denoiser):
             h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
         return self._head(h)
 
+    # Above this many live rows per canvas row (1/fraction), live queries attend through the
+    # fused kernel over one key tensor with the live keys scattered in (``forward_live``).
+    DENSE_LIVE_FRACTION = 4
+
     def forward_live(self, ids, attention_mask, live_rows):
         """One pass over L rows (see ``Denoiser.forward_live``): each layer runs the frozen
         rows (every row not in ``live_rows``) without autograd and the live rows with it. The
@@ -165,6 +169,7 @@ class TransformerDenoiser(Denoiser):
         cos_a, sin_a = self._rotary(embeds, positions.gather(1, live_rows))
         slot_f, slot_a = slot(frozen_rows), slot(live_rows)
         _, frozen_bias, live_bias = self._live_biases(key_mask[:, :n], live_rows)
+        dense_live = live_rows.shape[1] * self.DENSE_LIVE_FRACTION > n
         h_frozen = pick(embeds, frozen_rows)
         live_embeds = pick(embeds, live_rows).requires_grad_(True)
         h = live_embeds
@@ -179,7 +184,11 @@ class TransformerDenoiser(Denoiser):
                     k_all, v_all = keys.scatter(2, slot_a, k), values.scatter(2, slot_a, v)
                     h_frozen = h_frozen + self._attend(layer, q_f, k_all, v_all, bias)
                     h_frozen = h_frozen + layer.mlp(_rms_norm(layer.post_attention_layernorm, h_frozen))
-                h = h + self._attend_live(layer, q, keys[:, :, :n], values[:, :, :n], frozen_bias, k, v, live_bias)
+                if dense_live:  # many live rows: the fused kernel over one key tensor is faster
+                    h = h + self._attend(layer, q, keys.scatter(2, slot_a, k), values.scatter(2, slot_a, v), bias)
+                else:
+                    h = h + self._attend_live(layer, q, keys[:, :, :n], values[:, :, :n], frozen_bias, k, v,
+                                              live_bias)
                 h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
             live_logits = self._head(h)
         with torch.no_grad():
