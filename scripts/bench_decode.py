@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_boe import SHAPES, random_model, sync  # noqa: E402
 
 PROMPT, GEN, BLOCK = 900, 128, 32
+CPU_MACHINE = "2-core CPU VM (shared)"
+DEFAULT_ROWS = "masked"
 READINGS = ("candidates", "masked")
 FIELDS = ["machine", "batch", "shape", "dtype", "variant", "rows", "rho", "repeats", "wall_min_s", "wall_median_s",
           "wall_max_s", "ratio_min", "ratio_median", "ratio_max", "nfe", "cost_fwd_equiv", "note"]
@@ -68,7 +70,7 @@ def measure(args) -> list[dict]:
     dtype = torch.bfloat16 if gpu else torch.float32
     if not gpu:
         torch.set_num_threads(args.threads)
-    machine = args.machine or (torch.cuda.get_device_name() if gpu else "2-core CPU VM (shared)")
+    machine = args.machine or (torch.cuda.get_device_name() if gpu else CPU_MACHINE)
     torch.manual_seed(0)
     model = random_model(shape, args.device, dtype)
     specs = variants(args.readings.split(","), [float(r) for r in args.rhos.split(",")], args.dense)
@@ -146,11 +148,38 @@ def summary(rows: list[dict]) -> str:
             lines.append(f"| {r['variant']} | {float(r['wall_min_s']):.2f} / {float(r['wall_median_s']):.2f} / "
                          f"{float(r['wall_max_s']):.2f} | {float(r['ratio_min']):.3f} / {float(r['ratio_median']):.3f}"
                          f" / {float(r['ratio_max']):.3f} | {r['nfe']} | {r['cost_fwd_equiv']} |")
+        lines += [""] + targets(mine, gpu=group[0] != CPU_MACHINE)
         note = next((r["note"] for r in mine if r.get("note")), "")
         if note:
             lines += ["", note]
         lines.append("")
+    if not any(r["machine"] != CPU_MACHINE for r in rows):
+        lines += ["## GPU", "", "Not measured: no GPU was available to this run. On a GPU machine: "
+                  "`python scripts/bench_decode.py --device cuda --batch 1,8,32 --out gpu.csv`, then "
+                  "`python scripts/bench_decode.py --merge gpu.csv` here. Target there: BoE (default) at batch >= 8 "
+                  "<= 1.15x Confidence.", ""]
     return "\n".join(lines)
+
+
+def targets(rows: list[dict], gpu: bool) -> list[str]:
+    """The issue's targets for this (machine, batch), met or missed and by how much."""
+    ratio = {(r["rows"], float(r["rho"])): float(r["ratio_median"]) for r in rows if r["rows"]}
+    out = []
+    default = ratio.get((DEFAULT_ROWS, 0.25))
+    limit = 1.15 if gpu else 1.25
+    if default is not None and (not gpu or int(rows[0]["batch"]) >= 8):
+        verdict = "met" if default <= limit else f"MISSED by {default - limit:.2f}"
+        out.append(f"- target BoE (rows: {DEFAULT_ROWS}, rho 0.25) <= {limit} x Confidence (median): "
+                   f"{default:.3f} -> {verdict}")
+    for reading in sorted({k[0] for k in ratio}):
+        costs = [float(r["cost_fwd_equiv"]) for r in sorted(rows, key=lambda r: float(r["rho"] or 0))
+                 if r["rows"] == reading]
+        walls = [ratio[k] for k in sorted(k for k in ratio if k[0] == reading)]
+        ordered = lambda xs: all(a < b for a, b in zip(xs, xs[1:]))  # noqa: E731
+        out.append(f"- rows: {reading}, rho 0.10 < 0.25 < 0.50: cost {' / '.join(f'{c:g}' for c in costs)} "
+                   f"({'increasing' if ordered(costs) else 'NOT increasing'}), wall ratio "
+                   f"{' / '.join(f'{w:.3f}' for w in walls)} ({'increasing' if ordered(walls) else 'NOT increasing'})")
+    return out
 
 
 def main() -> None:
