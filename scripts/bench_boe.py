@@ -268,7 +268,8 @@ def summary(rows: list[dict]) -> str:
                            or [float("nan")])
             lines.append(f"- target live-row backward <= 0.10 x dense at L=1024 ({LIVE} rows): "
                          f"{backward:.3f} -> {verdict(backward, 0.10)}")
-        for variant, label in (("boe_masked", "rows: masked, the default, one pass"), ("boe_candidates", "rows: candidates")):
+        for variant, label in (("boe_masked", "rows: masked, the default, one pass"),
+                               ("boe_candidates", "rows: candidates")):
             step = float(value(group, "step", variant, 1024) or "nan")
             lines.append(f"- target BoE ({label}) step <= 1.3 x Confidence at L=1024 prompt-heavy: "
                          f"{step:.2f} -> {verdict(step, 1.3)}")
