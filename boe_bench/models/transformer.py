@@ -137,6 +137,8 @@ class TransformerDenoiser(Denoiser):
         for layer, k_frozen, v_frozen in zip(self.hf.model.layers, state.keys, state.values):
             q, k, v = self._qkv(layer, _rms_norm(layer.input_layernorm, h), cos, sin)
             # The frozen slots of the live rows are hidden; their fresh keys/values stand in.
+            # Attention written out sums in another order than SDPA: logits agree with the full
+            # forward to rounding (tests: 1e-12 in float64), not bit for bit.
             h = h + self._attend_live(layer, q, k_frozen, v_frozen, frozen_bias, k, v, live_bias)
             h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
         return self._head(h)
