@@ -32,13 +32,18 @@ trained puzzle model (150 puzzles with 70 empty cells, same puzzles for both rea
 0.058), 0.127 vs 0.127 at 35, 0.387 vs 0.400 at 56, none of it outside the noise; and its
 exact leave-one-out costs |C|^2 backward rows, so with the grid as one 81-cell block it
 cost twice as much (270 vs 131 forward-equivalents at 70 steps). On the GSM8K-shaped
-job (blocks of 32) its cost does grow with rho, but the backwards of a few rows each are
-dominated by per-operation overhead, and it is dearer than ``masked`` from rho 0.25 up.
-``masked``'s cost moves with rho only through the steps it ranks at all (a step whose
-|C| = max(b_t, ceil(rho |M_block|)) fits the budget needs no backward), so it rises
-slightly and monotonically with rho; the rest of its cost is the |M|-row backward, which
-the one-pass forward made the only extra work. ``candidates`` stays a knob, as does
-``all`` (the ablation without ActiveQueryAttention).
+job (blocks of 32, 900-token prompt, L = 128) it is the cheaper reading by the accounting
+and grows with rho as Table 5 does: 1.01 / 1.05 / 1.19 x Confidence's forward-equivalents
+at rho 0.10 / 0.25 / 0.50, against 1.09 / 1.11 / 1.12 for ``masked``; in CPU wall clock
+its |C| backwards of a few rows each are overhead-bound, and the shared VM's noise
+(+-20% between repeats) hid any order between the two. ``masked``'s cost moves with rho
+only through the steps it ranks at all (a step whose |C| = max(b_t, ceil(rho |M_block|))
+fits the budget needs no backward), so it rises slightly and monotonically with rho; the
+rest is the |M|-row backward, which the one-pass forward made the only extra work. With
+accuracy the deciding measurement and no sign that ``candidates`` helps it, the default
+stays; a run on real LLaDA-8B GSM8K where ``candidates`` matches ``masked``'s accuracy
+would justify switching for its cost. ``candidates`` stays a knob, as does ``all`` (the
+ablation without ActiveQueryAttention).
 """
 from __future__ import annotations
 
