@@ -62,4 +62,5 @@ testbed:  ## every sampler on the self-trained puzzle model -> results/testbed
 
 bench:  ## CPU cost benchmarks -> results/bench (pass --device cuda on a GPU machine)
 	$(PYTHON) scripts/bench_boe.py
+	$(PYTHON) scripts/bench_decode.py  # whole GSM8K-shaped decodes, BoE readings x rho vs Confidence
 	$(PYTHON) scripts/bench_throughput.py --out results/bench/throughput_cpu.csv

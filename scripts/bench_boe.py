@@ -268,9 +268,24 @@ def summary(rows: list[dict]) -> str:
                            or [float("nan")])
             lines.append(f"- target live-row backward <= 0.10 x dense at L=1024 ({LIVE} rows): "
                          f"{backward:.3f} -> {verdict(backward, 0.10)}")
-        step = float(value(group, "step", "boe_candidates", 1024) or "nan")
-        lines += [f"- target BoE (rows: candidates) step <= 1.3 x Confidence at L=1024 prompt-heavy: "
-                  f"{step:.2f} -> {verdict(step, 1.3)}", ""]
+        for variant, label in (("boe_masked", "rows: masked, the default, one pass"),
+                               ("boe_candidates", "rows: candidates")):
+            step = float(value(group, "step", variant, 1024) or "nan")
+            lines.append(f"- target BoE ({label}) step <= 1.3 x Confidence at L=1024 prompt-heavy: "
+                         f"{step:.2f} -> {verdict(step, 1.3)}")
+        lines.append("")
+    if any(r["machine"].startswith("2-core") for r in rows):
+        lines += ["## Reading the CPU rows", "",
+                  "`rows: masked` (the default) runs in one pass: the step forward keeps autograd for the masked "
+                  "rows only, so a step costs one forward plus a backward over the |M| masked rows, 2|M|/L of a "
+                  "forward by the accounting (|M| = 256 of L = 1024 prompt-heavy: cost 1.5, down from 1.75 with the "
+                  "separate recompute). That backward is the reading's floor: the 1.3 target is out of its reach "
+                  "while a quarter of the canvas is masked (generation_only, |M| ~ L, is a dense backward in all but "
+                  "name, which is why that row exceeds `boe_all`'s cost there). `rows: candidates` recomputes |C| rows "
+                  "and runs |C| small backwards (exact leave-one-out), which per-operation overhead dominates on a "
+                  "CPU. The VM's 2 cores were shared with 7 other jobs: two runs of this table gave masked 1.55 / "
+                  "1.69 and candidates 1.36 / 1.50 at L=1024 prompt-heavy (Confidence's step 0.44 s in one, 1.0 s in "
+                  "the other); the later run is shown. The whole-decode ratios are in `boe_decode.md`.", ""]
     if any(r["shape"] == "llada-8b" for r in rows):
         lines += ["## Reading the GPU rows", "",
                   "At batch 1 the LLaDA-8B-shaped live-row pass is bound by weight reads, not by rows: its forward "

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from boe_bench.errors import ConfigError
-from boe_bench.models.base import positions_from_mask
+from boe_bench.models.base import Denoiser, positions_from_mask
 from boe_bench.models.tiny import build_tiny
 from boe_bench.samplers import Schedule, build_sampler
 from boe_bench.samplers.base import DecodeState, entropy
-from boe_bench.samplers.boe import BoESampler, gated_score
+from boe_bench.samplers.boe import BoESampler, gated_score, pack_rows
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
@@ -79,12 +79,48 @@ def test_live_row_tis_equals_naive_eq30(model64):
     sampler = BoESampler(rows="masked")
     targets = state.masked & ~cand
     live_tis = sampler.live_tis(model64, state, frozen, cand, targets, delta)
-    # The live set the sampler uses: masked rows plus the prediction rows of the targets.
-    active = state.masked | BoESampler.prediction_mask(model64, targets)
+    # The live set the sampler uses: the masked rows and the rows that predict them.
+    active = state.masked | BoESampler.prediction_mask(model64, state.masked)
     naive = tis_from_rows_fn(model64, state, cand, targets, delta,
                              lambda e: naive_eq30_rows(model64, e, state.attention_mask, active))
     assert live_tis[cand].abs().min() > 0
     assert torch.allclose(live_tis.double(), naive, rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_one_pass_forward_equals_full_forward_plus_live_recompute(model64, fused, monkeypatch):
+    """The step forward that keeps autograd for the live rows only gives the full forward's
+    logits and the two-pass recompute's live logits and gradients (left padding included),
+    with the live queries' attention fused over one key tensor or written out."""
+    monkeypatch.setattr(model64, "DENSE_LIVE_FRACTION", 1e9 if fused else 1e-9)
+    state, _, _, _ = setup_step(model64, texts=("Question: 3+4?\nAnswer:", "Q: 1?"))
+    live = state.masked.clone()
+    live[1, -2:] = False  # rows with different live counts: the second one is padded
+    rows, valid = pack_rows(live, state.seq_len, int(live.sum(-1).max()))
+    assert not valid.all()
+    one = model64.forward_live(state.x, state.attention_mask, rows)
+    two = Denoiser.forward_live(model64, state.x, state.attention_mask, rows)
+    full = model64(state.x, attention_mask=state.attention_mask)
+    assert torch.allclose(one[0], full, rtol=0, atol=1e-12) and torch.allclose(one[0], two[0], rtol=0, atol=1e-12)
+    assert torch.allclose(one[1][valid], two[1][valid], rtol=0, atol=1e-12)
+    grads = [torch.autograd.grad((entropy(logits) * valid).sum(), leaf)[0][valid] for _, logits, leaf in (one, two)]
+    assert grads[0].abs().max() > 0 and torch.allclose(grads[0], grads[1], rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_one_pass_decode_equals_two_pass_decode(arch):
+    model = build_tiny(arch, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, seed=3, dtype="float64")
+    prompts = [model.tokenizer(t)["input_ids"] for t in ("Question: 12+30?\nAnswer:", "Hi")]
+    runs = [BoESampler(rows="masked", rho=0.5, one_pass=flag).generate(model, prompts, Schedule(16, 8, 8), trace=True)
+            for flag in (True, False)]
+    assert torch.equal(runs[0].tokens, runs[1].tokens)
+    ranked = 0
+    for one, two in zip(runs[0].trace, runs[1].trace):
+        for key in ("tis_chosen", "tis_rejected"):
+            for a, b in zip(one[key], two[key]):
+                ranked += len(a)
+                assert a == pytest.approx(b, rel=1e-9, abs=1e-15)
+    assert ranked > 0
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -221,7 +257,10 @@ def test_accounting_records_what_ran(tiny_llada):
     masked = build_sampler("boe").generate(tiny_llada, [prompt], schedule).accounting[0]
     dense = build_sampler("boe", rows="all").generate(tiny_llada, [prompt], schedule).accounting[0]
     assert masked.nfe == dense.nfe == 16  # time-independent: the step forward is the surrogate
-    assert masked.live_rows_fwd > 0 and masked.live_rows_bwd == masked.live_rows_fwd
+    # One pass: the live rows' forward is the step forward itself; only their backward is extra.
+    assert masked.live_rows_fwd == 0 and masked.live_rows_bwd > 0
+    two_pass = build_sampler("boe", one_pass=False).generate(tiny_llada, [prompt], schedule).accounting[0]
+    assert two_pass.live_rows_fwd == two_pass.live_rows_bwd == masked.live_rows_bwd
     assert dense.live_rows_fwd == 0 and dense.live_rows_bwd % (len(prompt) + 32) == 0
     assert masked.cost_fwd_equiv < dense.cost_fwd_equiv
 
@@ -316,18 +355,6 @@ def test_ablation_configs_compose_into_the_rows_of_the_table(option, expected):
     assert isinstance(sampler, BoESampler)
     got = dict(rows=sampler.rows, rho=sampler.rho, gate=sampler.gate, anti=sampler.anti["enabled"])
     assert got == expected
-
-
-def test_leave_one_out_in_memory_chunks_equals_one_batch(model64, monkeypatch):
-    import boe_bench.samplers.boe_live as live
-
-    state, frozen, cand, delta = setup_step(model64, texts=("a longer prompt here", "hi"), n_candidates=4)
-    sampler = BoESampler(rows="candidates")
-    whole = sampler.live_tis(model64, state, frozen, cand, cand, delta)
-    monkeypatch.setattr(live, "LOO_CHUNK_BYTES", 1)  # one copy per chunk
-    chunked = sampler.live_tis(model64, state, frozen, cand, cand, delta)
-    assert whole[cand].abs().min() > 0
-    assert torch.allclose(chunked, whole, rtol=1e-10, atol=1e-15)
 
 
 def forbid_tokens(model, token_ids, floor):

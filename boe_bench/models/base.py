@@ -119,6 +119,26 @@ class Denoiser(nn.Module, ABC):
             rows, state = self.forward_rows(self.embed(ids), attention_mask, time, capture=True, ids=ids)
         return self.rows_to_positions(rows), state
 
+    def forward_live(
+        self, ids: Tensor, attention_mask: Tensor | None, live_rows: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One step's forward that keeps autograd for ``live_rows`` [B, A] only (entries equal
+        to L pad rows with fewer live rows): (position-aligned logits [B, L, V], detached;
+        live row logits [B, A, V] with autograd; their input embeddings [B, A, d], the leaf).
+
+        Eq. 30 restricted to what live-row gradients need: every other row is computed
+        without autograd and its keys/values enter the live rows' attention detached, so
+        gradient reaches a live embedding only through live queries. This default runs two
+        passes (``forward_with_state``, then ``live_forward`` over the live rows);
+        a model that splits its layers' rows overrides it with one pass over L rows.
+        Time-independent denoisers only (no time argument)."""
+        logits, state = self.forward_with_state(ids, attention_mask)
+        index = live_rows.clamp(max=ids.shape[1] - 1)
+        embeds = self.embed(ids.gather(1, index)).detach().requires_grad_(True)
+        with torch.enable_grad():
+            live = self.live_forward(state, live_rows, embeds)
+        return logits, live, embeds
+
     def rows_to_positions(self, row_logits: Tensor) -> Tensor:
         if self.logit_shift == 0:
             return row_logits

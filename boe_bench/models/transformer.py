@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from boe_bench.models.base import Denoiser, FrozenState, canvas_masks, frozen_with_padding_slot, padding_bias
+from boe_bench.models.base import Denoiser, FrozenState, canvas_masks, padding_bias
 
 
 def _rms_norm(norm, x: Tensor) -> Tensor:
@@ -120,23 +120,110 @@ class TransformerDenoiser(Denoiser):
         state = FrozenState(keys, values, positions, key_mask) if capture else None
         return self._head(h), state
 
+    def _attend_live(self, layer, q: Tensor, keys: Tensor, values: Tensor, frozen_bias: Tensor, k: Tensor,
+                     v: Tensor, live_bias: Tensor) -> Tensor:
+        """Live queries q [B, H, A, D] over two key sets at once, one softmax across both:
+        the frozen keys/values [B, H_kv, L, D] (no gradient; ``frozen_bias`` hides padding and
+        the live rows' own slots) and the live rows' fresh ones k, v [B, H_kv, A, D]
+        (``live_bias`` hides padding entries). Written out rather than through SDPA: the
+        frozen keys never get a gradient buffer, so the backward costs O(A L d) per layer and
+        never touches an [L, d] tensor, which a fused kernel's backward zero-fills for dK/dV
+        on every call (what dominated a few-row backward on the CPU). Scores and softmax in
+        at least float32."""
+        b, heads, a, d = q.shape
+        groups = self.n_kv_heads
+        compute = torch.promote_types(q.dtype, torch.float32)
+        qg = q.reshape(b, groups, heads // groups * a, d)
+        scale = d ** -0.5
+        scores = torch.cat([(qg @ keys.transpose(-1, -2)).view(b, heads, a, -1).to(compute) * scale + frozen_bias,
+                            (qg @ k.transpose(-1, -2)).view(b, heads, a, -1).to(compute) * scale + live_bias], dim=-1)
+        probs = scores.softmax(-1).to(q.dtype)
+        n = keys.shape[2]
+        out = (probs[..., :n].reshape(b, groups, -1, n) @ values
+               + probs[..., n:].reshape(b, groups, -1, k.shape[2]) @ v).view(b, heads, a, d)
+        return layer.self_attn.o_proj(out.transpose(1, 2).reshape(b, a, -1))
+
+    def _live_biases(self, key_mask: Tensor, live_rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(valid [B, A], frozen-key bias [B, 1, 1, L], live-key bias [B, 1, 1, A]) in float32;
+        entries of ``live_rows`` that point past the canvas or at a masked slot are padding."""
+        b, n = key_mask.shape
+        slots = torch.cat([key_mask, key_mask.new_zeros(b, 1)], dim=1)
+        valid = slots.gather(1, live_rows.clamp(max=n))
+        live_slot = slots.new_zeros(b, n + 1).scatter_(1, live_rows.clamp(max=n), valid)[:, :n]
+        compute = torch.float32
+        return valid, padding_bias(key_mask & ~live_slot, compute), padding_bias(valid, compute)
+
     def live_forward(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> Tensor:
         length = state.key_mask.shape[1]
-        key_mask, keys, values = frozen_with_padding_slot(state, live_rows)
+        _, frozen_bias, live_bias = self._live_biases(state.key_mask, live_rows)
         positions = state.positions.gather(1, live_rows.clamp(max=length - 1))
-        bias = padding_bias(key_mask, live_embeds.dtype)
         cos, sin = self._rotary(live_embeds, positions)
-        slot = live_rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)
         h = live_embeds
-        for layer, k_frozen, v_frozen in zip(self.hf.model.layers, keys, values):
+        for layer, k_frozen, v_frozen in zip(self.hf.model.layers, state.keys, state.values):
             q, k, v = self._qkv(layer, _rms_norm(layer.input_layernorm, h), cos, sin)
-            # Writing the fresh keys/values back into their own slots (not appending them)
-            # keeps the summation order of the full forward, hence bit-equal logits.
-            k_all = k_frozen.scatter(2, slot, k)
-            v_all = v_frozen.scatter(2, slot, v)
-            h = h + self._attend(layer, q, k_all, v_all, bias)
+            # The frozen slots of the live rows are hidden; their fresh keys/values stand in.
+            # Attention written out sums in another order than SDPA: logits agree with the full
+            # forward to rounding (tests: 1e-12 in float64), not bit for bit.
+            h = h + self._attend_live(layer, q, k_frozen, v_frozen, frozen_bias, k, v, live_bias)
             h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
         return self._head(h)
+
+    # Above this many live rows per canvas row (1/fraction), live queries attend through the
+    # fused kernel over one key tensor with the live keys scattered in (``forward_live``).
+    DENSE_LIVE_FRACTION = 4
+
+    def forward_live(self, ids, attention_mask, live_rows):
+        """One pass over L rows (see ``Denoiser.forward_live``): each layer runs the frozen
+        rows (every row not in ``live_rows``) without autograd and the live rows with it. The
+        frozen queries attend over every row's keys/values, the live rows' included as plain
+        values; the live queries over the frozen rows' keys/values and their own fresh ones
+        (``_attend_live``), so gradient reaches a live row only through live queries. One
+        spare masked slot (index L) takes padding entries."""
+        b, n = ids.shape
+        embeds = self.embed(ids).detach()
+        key_mask, positions, _ = canvas_masks(embeds, attention_mask)
+        key_mask = torch.cat([key_mask, key_mask.new_zeros(b, 1)], dim=1)
+        positions = torch.cat([positions, positions[:, -1:]], dim=1)
+        bias = padding_bias(key_mask, embeds.dtype)
+        embeds = torch.cat([embeds, embeds.new_zeros(b, 1, embeds.shape[-1])], dim=1)
+        live = torch.zeros(b, n + 1, dtype=torch.bool, device=ids.device).scatter_(1, live_rows, True)[:, :n]
+        width = max(1, int((~live).sum(-1).max()))
+        index = torch.arange(n, device=ids.device).expand(b, n)
+        frozen_rows = torch.where(live, n, index).sort(-1).values[:, :width]
+        pick = lambda t, rows: t.gather(1, rows[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
+        slot = lambda rows: rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)  # noqa: E731
+        cos_f, sin_f = self._rotary(embeds, positions.gather(1, frozen_rows))
+        cos_a, sin_a = self._rotary(embeds, positions.gather(1, live_rows))
+        slot_f, slot_a = slot(frozen_rows), slot(live_rows)
+        _, frozen_bias, live_bias = self._live_biases(key_mask[:, :n], live_rows)
+        dense_live = live_rows.shape[1] * self.DENSE_LIVE_FRACTION > n
+        h_frozen = pick(embeds, frozen_rows)
+        live_embeds = pick(embeds, live_rows).requires_grad_(True)
+        h = live_embeds
+        with torch.enable_grad():
+            for layer in self.hf.model.layers:
+                with torch.no_grad():
+                    q_f, k_f, v_f = self._qkv(layer, _rms_norm(layer.input_layernorm, h_frozen), cos_f, sin_f)
+                    keys = k_f.new_zeros(b, self.n_kv_heads, n + 1, self.head_dim).scatter_(2, slot_f, k_f)
+                    values = torch.zeros_like(keys).scatter_(2, slot_f, v_f)
+                q, k, v = self._qkv(layer, _rms_norm(layer.input_layernorm, h), cos_a, sin_a)
+                with torch.no_grad():
+                    k_all, v_all = keys.scatter(2, slot_a, k), values.scatter(2, slot_a, v)
+                    h_frozen = h_frozen + self._attend(layer, q_f, k_all, v_all, bias)
+                    h_frozen = h_frozen + layer.mlp(_rms_norm(layer.post_attention_layernorm, h_frozen))
+                if dense_live:  # many live rows: the fused kernel over one key tensor is faster
+                    h = h + self._attend(layer, q, keys.scatter(2, slot_a, k), values.scatter(2, slot_a, v), bias)
+                else:
+                    h = h + self._attend_live(layer, q, keys[:, :, :n], values[:, :, :n], frozen_bias, k, v,
+                                              live_bias)
+                h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
+            live_logits = self._head(h)
+        with torch.no_grad():
+            frozen_logits = self._head(h_frozen)
+            rows = frozen_logits.new_empty(b, n + 1, frozen_logits.shape[-1])
+            rows.scatter_(1, frozen_rows[..., None].expand_as(frozen_logits), frozen_logits)
+            rows.scatter_(1, live_rows[..., None].expand_as(live_logits), live_logits.detach())
+        return self.rows_to_positions(rows[:, :n]), live_logits, live_embeds
 
 
 def make_bidirectional(hf_model) -> None:

@@ -8,15 +8,42 @@ TIS_i = -<g_i, De_i> estimates how much revealing i lowers the remaining entropy
 (Theorem 3.1). Candidates are ranked by s_i = c_i TIS_i - lambda_t max(h_t - H_i, 0)^2.
 
 Which rows carry gradient (``rows``) and which entropies form S (``targets``):
-- ``masked`` (default): live rows = masked rows, targets = masked \\ C. The backward runs
-  through a live-row recompute (ActiveQueryAttention): all other rows are frozen keys/values.
+- ``masked`` (default): live rows = masked rows (and, for a logit-shifted model, the rows
+  that predict them), targets = masked \\ C. The live set depends on the masked set only, so
+  it is known before the step's forward, and that forward is the only one (``one_pass``):
+  it computes every other row without autograd and hands their keys/values to the live
+  rows detached (ActiveQueryAttention, eq. 30), keeping a graph over the live rows alone;
+  the step then costs one forward plus a backward over |M| rows. ``one_pass: false`` runs
+  the earlier two-pass form (a no-grad forward, then a live-row recompute; same TIS within
+  float rounding, and replayable as a CUDA graph).
 - ``candidates``: live rows = C, targets = C with each candidate's own entropy left out of
-  its own score (exact leave-one-out: |C| copies of the small live set in one batch, copy c
-  backpropagating S without the entries that predict c).
+  its own score (exact leave-one-out: one live-row forward over C, then one backward per
+  candidate c of S without the entries that predict c). C is chosen by the step's
+  forward, so here the live rows are recomputed after it: |C| rows forward, |C|^2 backward.
 - ``all``: every row live, plain autograd through the whole model (the dense reference,
   the "w/o ActiveQueryAttention" ablation).
 Live rows = C with targets outside C is the literal reading of eqs. 11 + 30 and gives
 TIS = 0 identically (the zero-gradient trap): it is refused.
+
+Why ``masked`` is the default, although only ``candidates`` has a live set that grows with
+rho as the paper's A_t := C_t does (results/bench/boe_readings.md, boe_decode.md). On the
+trained puzzle model (150 puzzles with 70 empty cells, same puzzles for both readings),
+``candidates`` never solved more: 0.900 vs 0.940 at 70 steps (paired difference -0.040 ±
+0.058), 0.127 vs 0.127 at 35, 0.387 vs 0.400 at 56, none of it outside the noise; and its
+exact leave-one-out costs |C|^2 backward rows, so with the grid as one 81-cell block it
+cost twice as much (270 vs 131 forward-equivalents at 70 steps). On the GSM8K-shaped
+job (blocks of 32, 900-token prompt, L = 128) it is the cheaper reading by the accounting
+and grows with rho as Table 5 does: 1.01 / 1.05 / 1.19 x Confidence's forward-equivalents
+at rho 0.10 / 0.25 / 0.50, against 1.09 / 1.11 / 1.12 for ``masked``; in CPU wall clock
+its |C| backwards of a few rows each are overhead-bound, and the shared VM's noise
+(+-20% between repeats) hid any order between the two. ``masked``'s cost moves with rho
+only through the steps it ranks at all (a step whose |C| = max(b_t, ceil(rho |M_block|))
+fits the budget needs no backward), so it rises slightly and monotonically with rho; the
+rest is the |M|-row backward, which the one-pass forward made the only extra work. With
+accuracy the deciding measurement and no sign that ``candidates`` helps it, the default
+stays; a run on real LLaDA-8B GSM8K where ``candidates`` matches ``masked``'s accuracy
+would justify switching for its cost. ``candidates`` stays a knob, as does ``all`` (the
+ablation without ActiveQueryAttention).
 """
 from __future__ import annotations
 
@@ -101,12 +128,14 @@ class BoESampler(Sampler):
     each defaulting to the paper's reading (1, none, 1);
     ``diagnose_dense`` adds the dense TIS to the trace for comparison (not counted);
     ``cuda_graphs`` replays the live-row pass as a CUDA graph on GPUs (same numbers, no
-    per-kernel launch cost; see boe_live.py)."""
+    per-kernel launch cost; see boe_live.py) where there is a separate pass (``candidates``,
+    or ``one_pass: false``); ``one_pass`` (``masked`` only) folds the live rows' autograd into
+    the step forward."""
 
     def __init__(self, rho: float = 0.25, rows: str = "masked", targets: str | None = None, gate: bool = True,
                  anti_collapse: dict | None = None, diagnose_dense: bool = False, cuda_graphs: bool = True,
                  soft_write_tau: float = 1.0, tis_normalise: str = "none", gate_exponent: float = 1.0,
-                 **common):
+                 one_pass: bool = True, **common):
         super().__init__(**common)
         if not 0 < rho <= 1:
             raise ConfigError(f"boe rho must be in (0, 1], got {rho}")
@@ -135,6 +164,7 @@ class BoESampler(Sampler):
             raise ConfigError(f"boe anti_collapse has an unknown floor_schedule or anneal: {anti}")
         self.rho, self.rows, self.targets, self.gate = rho, rows, targets, gate
         self.anti, self.diagnose_dense, self.cuda_graphs = anti, diagnose_dense, cuda_graphs
+        self.one_pass = one_pass
         self.graphs = LivePassGraphs()
         self.total_steps = 1
 
@@ -172,8 +202,19 @@ class BoESampler(Sampler):
         # A time-independent denoiser's surrogate forward "at t-1" (alpha = 0) is the step
         # forward itself; a time-conditioned one needs a second forward at t-1.
         reuse = not model.time_conditioned
-        dense_embeds = dense_rows = frozen = None
-        if reuse and self.rows == "all":
+        dense_embeds = dense_rows = frozen = live_pass = None
+        # How many candidates each row will have is known before the forward (top-r of the
+        # allowed positions), hence which rows will be ranked and, for rows: masked, the live set.
+        n_candidates = torch.maximum(budget, torch.ceil(self.rho * allowed.sum(-1)).long())
+        ranked = (torch.minimum(n_candidates, allowed.sum(-1)) > budget) & state.active
+        one_pass = reuse and self.one_pass and self.rows == "masked" and bool(ranked.any())
+        if one_pass:
+            live = self.masked_live(model, state, ranked)
+            live_rows, valid = pack_rows(live, state.seq_len, int(live.sum(-1).max()))
+            logits, live_logits, live_embeds = model.forward_live(state.x, state.attention_mask, live_rows)
+            live_pass = (live_rows, valid, live_logits, live_embeds)
+            state.count_forward()
+        elif reuse and self.rows == "all":
             dense_embeds, dense_rows = self.dense_forward(model, state, None)
             logits = model.rows_to_positions(dense_rows.detach())
             state.count_forward()
@@ -192,11 +233,9 @@ class BoESampler(Sampler):
         ent[:, cols] = entropy(conf_logits).float()
         confidence = torch.zeros_like(ent)
         confidence[:, cols] = probs.gather(-1, tokens[:, cols, None]).squeeze(-1).float()
-        n_candidates = torch.maximum(budget, torch.ceil(self.rho * allowed.sum(-1)).long())
         cand = state.top_per_row(confidence, allowed, n_candidates)
 
         # Rows whose candidates all fit in the budget need no ranking, hence no backward.
-        ranked = (cand.sum(-1) > budget) & state.active
         cand_ranked = cand & ranked[:, None]
         targets = cand_ranked if self.targets == "candidates" else state.masked & ranked[:, None] & ~cand
         tis = torch.zeros_like(ent)
@@ -210,6 +249,8 @@ class BoESampler(Sampler):
                     state.count_forward()
                 tis = self.dense_tis(model, dense_rows, dense_embeds, cand_ranked, targets, delta)
                 state.count_forward(full=0, live_rows_bwd=state.attention_mask.sum(-1) * ranked)
+            elif live_pass is not None:
+                tis = self.one_pass_tis(model, state, live_pass, cand_ranked, targets, delta)
             else:
                 if not reuse:
                     _, frozen = model.forward_with_state(state.x, state.attention_mask, surrogate_time)
@@ -227,12 +268,29 @@ class BoESampler(Sampler):
             row_logits, _ = model.forward_rows(embeds, state.attention_mask, time, ids=state.x)
         return embeds, row_logits
 
+    def masked_live(self, model, state, ranked: Tensor) -> Tensor:
+        """[B, L] rows: masked's live set in ``ranked`` rows: the masked rows and the rows that
+        predict them (the same rows unless the model shifts its logits)."""
+        return (state.masked | self.prediction_mask(model, state.masked)) & ranked[:, None]
+
+    def one_pass_tis(self, model, state, live_pass: tuple, cand: Tensor, targets: Tensor, delta: Tensor) -> Tensor:
+        """[B, L] TIS at candidate positions from the step forward's own live-row graph: the
+        live rows were computed with autograd in that forward, so only the backward remains."""
+        live_rows, valid, live_logits, live_embeds = live_pass
+        index = live_rows.clamp(max=state.seq_len - 1)
+        weights = self.prediction_mask(model, targets).gather(1, index) & valid
+        objective = (entropy(live_logits) * weights).sum()
+        (grad,) = torch.autograd.grad(objective, live_embeds)
+        tis_live = -inner(grad, delta.gather(1, index[..., None].expand(-1, -1, delta.shape[-1])))
+        state.count_forward(full=0, live_rows_bwd=valid.sum(-1))
+        return scatter_live(tis_live, live_rows, valid & cand.gather(1, index), cand)
+
     def live_tis(self, model, state, frozen, cand: Tensor, targets: Tensor, delta: Tensor) -> Tensor:
         """[B, L] TIS at candidate positions through the live-row recompute."""
         target_rows = self.prediction_mask(model, targets)
         live = cand | target_rows
         if self.rows == "masked":
-            live = live | (state.masked & cand.any(-1, keepdim=True))
+            live = live | self.masked_live(model, state, cand.any(-1))
         graphed = self.cuda_graphs and state.x.is_cuda and not model.time_conditioned
         width = int(live.sum(-1).max())
         live_rows, valid = pack_rows(live, state.seq_len, bucket_width(width) if graphed else width)
@@ -248,14 +306,11 @@ class BoESampler(Sampler):
                             delta=delta.gather(1, index[..., None].expand(-1, -1, delta.shape[-1])),
                             weights=weights.to(torch.float32))
         tis_live = (self.graphs if graphed else live_tis_pass)(model, frozen, inputs)
-        # Count each example's own live rows (per leave-one-out copy), not the batch's padding.
+        # Count each example's own live rows (backward: per leave-one-out objective), not the padding.
         n_live = valid.sum(-1)
-        work = n_live * n_live if inputs.leave_one_out else n_live
-        state.count_forward(full=0, live_rows_fwd=work, live_rows_bwd=work)
-        # One spare column receives the padding entries, so they cannot overwrite a real row.
-        tis = tis_live.new_zeros(state.x.shape[0], state.seq_len + 1)
-        tis.scatter_(1, live_rows, torch.where(cand.gather(1, index) & valid, tis_live, 0.0))
-        return torch.where(cand, tis[:, :-1], 0.0)
+        state.count_forward(full=0, live_rows_fwd=n_live,
+                            live_rows_bwd=n_live * n_live if inputs.leave_one_out else n_live)
+        return scatter_live(tis_live, live_rows, cand.gather(1, index) & valid, cand)
 
     def dense_tis(self, model, row_logits, embeds, cand, targets, delta) -> Tensor:
         """TIS with every row live: S backpropagated through the unmodified model."""
@@ -297,6 +352,14 @@ class BoESampler(Sampler):
                 entry["dense_cosine"].append(None if cosine is None else float(cosine))
                 entry["dense_topb_overlap"].append(overlap)
         state.trace.append(entry)
+
+
+def scatter_live(tis_live: Tensor, live_rows: Tensor, keep: Tensor, cand: Tensor) -> Tensor:
+    """[B, A] TIS of live entries -> [B, L], zero outside the candidates. One spare column
+    receives the padding entries, so they cannot overwrite a real row."""
+    tis = tis_live.new_zeros(cand.shape[0], cand.shape[1] + 1)
+    tis.scatter_(1, live_rows, torch.where(keep, tis_live, 0.0))
+    return torch.where(cand, tis[:, :-1], 0.0)
 
 
 def pack_rows(live: Tensor, length: int, width: int) -> tuple[Tensor, Tensor]:

@@ -42,46 +42,27 @@ class LiveInputs:
         return self.weights.dim() == 3
 
 
-def replicate(frozen: FrozenState, copies: int) -> FrozenState:
-    """The frozen state repeated ``copies`` times along the batch, copy-major (a view at B=1)."""
-    rep = lambda t: t[None].expand(copies, *t.shape).flatten(0, 1)  # noqa: E731
-    return replace(frozen, keys=[rep(k) for k in frozen.keys], values=[rep(v) for v in frozen.values],
-                   positions=rep(frozen.positions), key_mask=rep(frozen.key_mask))
-
-
-# Leave-one-out copies each hold the whole frozen state (the live-row forward writes fresh
-# keys/values into a copy of it), so copies run in chunks that keep this many bytes.
-LOO_CHUNK_BYTES = 4 * 2**30
-
-
 def live_tis_pass(model: Denoiser, frozen: FrozenState, inputs: LiveInputs) -> Tensor:
     """[B, A] TIS_a = -<dS/de_a, De_a> at every live entry (meaningless at padding).
 
-    Leave-one-out runs copies as a batch: copy c backpropagates its own objective and only
-    its entry c is read, which gives every entry its exact gradient."""
-    if not inputs.leave_one_out:
-        return -inner(objective_gradient(model, frozen, inputs.rows, inputs.embeds, inputs.weights), inputs.delta)
-    width = inputs.rows.shape[1]
-    state_bytes = sum(t.numel() * t.element_size() for t in frozen.keys + frozen.values)
-    chunk = max(1, min(width, LOO_CHUNK_BYTES // max(state_bytes, 1)))
-    grads = []
-    for start in range(0, width, chunk):
-        own = torch.arange(start, min(start + chunk, width), device=inputs.rows.device)
-        copies = len(own)
-        state = replicate(frozen, copies) if copies > 1 else frozen
-        grad = objective_gradient(model, state, inputs.rows.repeat(copies, 1), inputs.embeds.repeat(copies, 1, 1),
-                                  inputs.weights[own].flatten(0, 1))
-        grads.append(grad.view(copies, -1, width, grad.shape[-1])[torch.arange(copies), :, own])
-    return -inner(torch.cat(grads).transpose(0, 1), inputs.delta)
-
-
-def objective_gradient(model: Denoiser, frozen: FrozenState, rows: Tensor, embeds: Tensor, weights: Tensor) -> Tensor:
-    """d(sum of weighted live-row entropies)/d(live embeddings), [N, A, d]."""
-    embeds = embeds.detach().requires_grad_(True)
+    Leave-one-out: every objective differentiates the same forward values, so the live rows
+    run forward once and the graph is backpropagated once per objective (copy c: S without
+    the entries that predict entry c), reading entry c's gradient from copy c. That is each
+    entry's exact gradient at the cost of one live forward and |A| live backwards; copies of
+    the forward (one frozen state each) would cost |A| forwards and |A| states."""
+    embeds = inputs.embeds.detach().requires_grad_(True)
     with torch.enable_grad():
-        ent = entropy(model.live_forward(frozen, rows, embeds))
-        (grad,) = torch.autograd.grad((ent * weights.to(ent.dtype)).sum(), embeds)
-    return grad
+        ent = entropy(model.live_forward(frozen, inputs.rows, embeds))
+        if not inputs.leave_one_out:
+            (grad,) = torch.autograd.grad((ent * inputs.weights.to(ent.dtype)).sum(), embeds)
+            return -inner(grad, inputs.delta)
+        width = inputs.rows.shape[1]
+        weights = inputs.weights.to(ent.dtype)
+        own = []
+        for c in range(width):
+            (grad,) = torch.autograd.grad((ent * weights[c]).sum(), embeds, retain_graph=c + 1 < width)
+            own.append(grad[:, c])
+    return -inner(torch.stack(own, dim=1), inputs.delta)
 
 
 def padded_frozen(frozen: FrozenState) -> FrozenState:
