@@ -5,6 +5,8 @@ lm-eval entry point, which select components by short names. A test keeps the tw
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable, Generic, TypeVar
 
 from boe_bench.errors import ConfigError
@@ -13,9 +15,19 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    """``package``: import its modules (which register themselves) on the first lookup, not
+    when the package is imported, so one entry's module loads without every other's imports."""
+
+    def __init__(self, kind: str, package: str | None = None):
         self.kind = kind
         self._entries: dict[str, type[T]] = {}
+        self._package = package
+
+    def _load(self) -> None:
+        if self._package is not None:
+            package, self._package = importlib.import_module(self._package), None
+            for module in pkgutil.iter_modules(package.__path__):
+                importlib.import_module(f"{package.__name__}.{module.name}")
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def add(cls: type[T]) -> type[T]:
@@ -28,6 +40,7 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> type[T]:
+        self._load()
         if name not in self._entries:
             known = ", ".join(sorted(self._entries))
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}")
@@ -37,7 +50,9 @@ class Registry(Generic[T]):
         return self.get(name)(**kwargs)
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
+        self._load()
         return name in self._entries

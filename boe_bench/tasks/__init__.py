@@ -1,15 +1,11 @@
-"""Benchmarks. Each module registers its task(s) under a short name."""
-import importlib
-import pkgutil
-
+"""Benchmarks. Each module registers its task(s) under a short name; the modules load on
+the first registry lookup, so building one task (a Hydra ``_target_``) imports only its own
+module (checking a data file then needs no torch)."""
 from boe_bench.registry import Registry
 
-TASKS: Registry = Registry("task")
+TASKS: Registry = Registry("task", package=__name__)
 
 from boe_bench.tasks.base import Task  # noqa: E402
-
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def build_task(name: str, **kwargs) -> Task:
