@@ -15,8 +15,13 @@ experiment = $(call sweep,$(1),$(2),$(3)) && $(PYTHON) -m boe_bench.report exper
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
-setup:  ## install the CPU torch wheel (if no torch yet), then the package with dev extras
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
+# Where `make setup` gets torch when none is installed: empty = the package index pip is set up
+# with (PyPI serves Linux the CUDA build, several GB); a CPU-only machine passes PyTorch's CPU
+# index: `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+TORCH_INDEX ?=
+
+setup:  ## torch 2.13.0 (if no torch yet; TORCH_INDEX=... picks the index), then the package with dev extras
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PYTHON) -m pip install -e ".[dev]"
 
 demo:  ## a real job on the embedded default model (CPU, a few minutes)
@@ -31,8 +36,10 @@ selfcheck:  ## gold answers through every scorer, the sandbox's hostile battery,
 test-slow:  ## slow tests only
 	$(PYTHON) -m pytest -q -m slow
 
-test-gpu:  ## GPU tests (need a CUDA device)
-	$(PYTHON) -m pytest -q -m gpu
+test-gpu:  ## tests marked gpu (need a CUDA device); says so when none is marked
+	@$(PYTHON) -m pytest -q -m gpu; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test-gpu: no test is marked gpu yet; the GPU paths are measured by scripts/bench_*.py --device cuda"; exit 0; fi; \
+	exit $$status
 
 table2:  ## Table 2 sweep (LLaDA-8B, GPU) and its report under results/table2
 	$(call experiment,table2)

@@ -1,4 +1,12 @@
-"""``python -m boe_bench task=gsm8k sampler=boe``: one evaluation job, composed by Hydra."""
+"""``python -m boe_bench task=gsm8k sampler=boe``: one evaluation job, composed by Hydra.
+
+Whatever the user can get wrong (an unknown option or config name, an unparsable override,
+a refused value, an out_dir that is a file) ends in one sentence on stderr and exit code 2;
+an interrupt (Ctrl-C, SIGTERM) in one line saying how to resume, exit 130/143. Tracebacks are
+kept for real faults, and for everything when the user sets HYDRA_FULL_ERROR=1.
+"""
+import os
+import signal
 import sys
 
 import hydra
@@ -7,6 +15,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from boe_bench.errors import ConfigError
+
+EXIT_CONFIG = 2
+INTERRUPTED = "interrupted; re-run the same command to resume"
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
@@ -21,7 +32,7 @@ def main(cfg: DictConfig) -> None:
         # the rest, then exits non-zero naming it. A re-run redoes only unfinished cells.
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
-        sys.exit(2)
+        sys.exit(EXIT_CONFIG)
     score = summary["score"]
     print(
         f"{summary['task']['task']}: {summary['primary_metric']}={score if score is None else round(score, 4)} "
@@ -30,5 +41,67 @@ def main(cfg: DictConfig) -> None:
     )
 
 
+def one_sentence(err: BaseException) -> str | None:
+    """The user's mistake behind a Hydra/OmegaConf/OS error, in one sentence; None for a fault."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, MissingConfigException):
+        missing, options = getattr(err, "missing_cfg_file", None), getattr(err, "options", None)
+        if missing and options is not None and "/" in missing:
+            group, name = missing.rsplit("/", 1)
+            return f"unknown {group} {name!r}; known: {', '.join(options)}"
+        return first_line
+    if isinstance(err, ConfigCompositionException):
+        if first_line.startswith("Could not override '"):
+            key = first_line.split("'")[1]
+            return (f"unknown option {key!r}: the config has no such key (python -m boe_bench --cfg job "
+                    f"lists the options)")
+        return first_line
+    if isinstance(err, OverrideParseException):
+        return f"cannot parse the command line: {first_line}"
+    if isinstance(err, OmegaConfBaseException):
+        return first_line
+    if isinstance(err, (FileExistsError, NotADirectoryError)) and err.filename:
+        return f"cannot create the run directory: {err.filename!r} is a file, not a directory"
+    if isinstance(err, PermissionError) and err.filename:
+        return f"cannot write {err.filename!r}: permission denied"
+    return None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (the records written so far are complete)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def cli() -> None:
+    user_wants_tracebacks = bool(os.environ.get("HYDRA_FULL_ERROR"))
+    # Hydra otherwise prints its own multi-line report and exits 1; we want the exception.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        main()
+    except KeyboardInterrupt as interrupt:
+        print(f"\n{INTERRUPTED}", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT))
+    except ConfigError as err:
+        if user_wants_tracebacks:
+            raise
+        # A sweep: the refused cells said why and Hydra named their overrides above.
+        print(f"error: a sweep cell was refused ({err}); the other cells ran; fix it and re-run the "
+              f"same command to finish", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    except Exception as err:  # noqa: BLE001 - reported in one sentence or re-raised
+        sentence = None if user_wants_tracebacks else one_sentence(err)
+        if sentence is None:
+            raise
+        print(f"error: {sentence}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

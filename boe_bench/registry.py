@@ -5,6 +5,8 @@ lm-eval entry point, which select components by short names. A test keeps the tw
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable, Generic, TypeVar
 
 from boe_bench.errors import ConfigError
@@ -13,24 +15,19 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """``package``: the entries register themselves when that package's modules are imported,
-    which happens on the first look-up rather than at import, so importing one entry's
-    module (a task's, to score text) does not import every other (a model's torch)."""
+    """``package``: import its modules (which register themselves) on the first lookup, not
+    when the package is imported, so one entry's module loads without every other's imports."""
 
     def __init__(self, kind: str, package: str | None = None):
         self.kind = kind
-        self.package = package
         self._entries: dict[str, type[T]] = {}
+        self._package = package
 
     def _load(self) -> None:
-        if self.package is None:
-            return
-        import importlib
-        import pkgutil
-
-        package, self.package = importlib.import_module(self.package), None
-        for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{module.name}")
+        if self._package is not None:
+            package, self._package = importlib.import_module(self._package), None
+            for module in pkgutil.iter_modules(package.__path__):
+                importlib.import_module(f"{package.__name__}.{module.name}")
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def add(cls: type[T]) -> type[T]:
@@ -75,4 +72,4 @@ def instantiate(node, what: str):
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
-        raise ConfigError(f"cannot build the {what}: {err}") from err
+        raise ConfigError(f"cannot build the {what}: {str(err).splitlines()[0]}") from err

@@ -1,8 +1,17 @@
 """One evaluation job: config in, ``examples.jsonl`` and ``summary.json`` out.
 
 Records are appended (and fsync'ed) batch by batch, keyed by document id, so a job killed at
-any point resumes by re-running the same command: finished documents are skipped, a line
-cut off by the kill is dropped and its document redone.
+any point resumes by re-running the same command: finished documents are skipped, and a line
+cut off by the kill is removed from the file and its batch redone. ``summary.json`` and
+``run_config.json`` are replaced atomically (temp file + rename), so a kill never leaves
+them half written.
+
+Everything a user can get wrong is checked before the model loads and before anything is
+written: settings, ``out_dir``, data files and every document, the sampler's options, the
+hub's reachability. ``run_config.json`` (the configuration the records were made with) is
+written only once the job is about to generate, so a refused command never blocks its fix.
+Heavy modules (torch, the model and sampler registries) are imported only after the checks
+that do not need them.
 """
 from __future__ import annotations
 
@@ -11,37 +20,48 @@ import hashlib
 import json
 import os
 import platform
+import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from boe_bench.errors import ConfigError
 from boe_bench.registry import instantiate  # noqa: F401 (also imported from here)
-from boe_bench.samplers.base import StopCriterion
-from boe_bench.samplers.schedule import Schedule
 
 EXAMPLES = "examples.jsonl"
 SUMMARY = "summary.json"
 RUN_CONFIG = "run_config.json"
-# Keys that may change between a run and its resumption without invalidating its records.
-# Keys that do not change what is generated (paper_rows: the report's row labels).
-RESUMABLE_KEYS = ("limit", "batch_size", "out_dir", "progress", "wandb", "shard", "gpu_slots", "paper_rows")
+# Keys that may change between a run and its resumption without changing its records. Every
+# other key is part of the configuration hash, which ends the default out_dir, so changing
+# any result-changing option (rho, empty_cells, data files, batch_size...) selects a fresh
+# directory, and re-running the identical command finds its own.
+# paper_rows: the report's row labels, which change nothing generated.
+RESUMABLE_KEYS = ("limit", "out_dir", "run_name", "progress", "wandb", "shard", "gpu_slots", "hydra", "paper_rows")
+# Top-level knobs and what they must be (None: the task's default).
+INT_SETTINGS = {"gen_length": True, "steps": True, "block_length": True, "limit": True, "seed": False,
+                "batch_size": False}
+
 
 
 def shard_docs(docs: list[dict], limit: int | None, index: int = 0, count: int = 1) -> list[dict]:
     """The first ``limit`` documents, then every ``count``-th from ``index`` (strided shards
     balance variable generation lengths and their union is exactly the unsharded set)."""
+    return [doc for _, doc in shard_positions(docs, limit, index, count)]
+
+
+def shard_positions(docs: list[dict], limit: int | None, index: int = 0, count: int = 1) -> list[tuple[int, dict]]:
+    """``shard_docs`` with each document's position in the unsharded run (its seed offset,
+    so a shard draws what the whole run draws for the same document)."""
     if count < 1 or not 0 <= index < count:
         raise ConfigError(f"shard.index must be in [0, shard.count), got {index} of {count}")
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"limit must be a positive number of examples, got {limit}")
         docs = docs[:limit]
-    return docs[index::count]
+    return list(enumerate(docs))[index::count]
 
 
 def shard_name(filename: str, cfg: DictConfig) -> str:
@@ -53,50 +73,204 @@ def shard_name(filename: str, cfg: DictConfig) -> str:
     return f"{stem}.shard{cfg.shard.index}-of-{cfg.shard.count}.{suffix}"
 
 
-def read_records(path: Path) -> list[dict]:
-    """Complete records of an examples file; a torn last line (killed mid-write) is dropped."""
+def _parse_lines(path: Path) -> tuple[list[dict], bool]:
+    """Complete records of an examples file, and whether the file holds nothing else."""
     if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
+        return [], True
+    data = path.read_bytes()
+    records, clean = [], data.endswith(b"\n") or not data
+    for line in data.decode("utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
+            clean = False
             continue
+        if isinstance(record, dict) and "id" in record:
+            records.append(record)
+        else:
+            clean = False
+    return records, clean
+
+
+def read_records(path: Path) -> list[dict]:
+    """Complete records of an examples file; a torn line (killed mid-write) is skipped."""
+    return _parse_lines(path)[0]
+
+
+def repair_records(path: Path) -> list[dict]:
+    """``read_records``, and the file rewritten (atomically) without the lines a kill tore,
+    so what a resumed job leaves behind is valid JSON lines throughout."""
+    records, clean = _parse_lines(path)
+    if not clean:
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
     return records
 
 
 def append_records(path: Path, records: list[dict]) -> None:
-    # A line torn by a kill has no newline; start a fresh one so it stays the only casualty.
-    torn = path.exists() and path.stat().st_size > 0 and path.read_bytes()[-1:] != b"\n"
     with path.open("a") as f:
-        f.write("\n" * torn + "".join(json.dumps(r) + "\n" for r in records))
+        f.write("".join(json.dumps(r) + "\n" for r in records))
         f.flush()
         os.fsync(f.fileno())
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, fsync, then rename over ``path``: a
+    reader (or a re-run after a kill) sees the old file or the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file's content; None when it is missing or unreadable (torn by an older version)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def generation_config(cfg: DictConfig) -> dict:
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in resolved.items() if k not in RESUMABLE_KEYS}
+    """Every option that can change a record: the config without ``RESUMABLE_KEYS``."""
+    out = {}
+    for key in cfg:
+        if key in RESUMABLE_KEYS:
+            continue
+        node = cfg._get_node(key)
+        out[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else cfg[key]
+    return out
 
 
-def check_resumable(out_dir: Path, cfg: DictConfig) -> None:
-    """Refuse to mix records of different configurations in one directory."""
-    path = out_dir / RUN_CONFIG
-    current = generation_config(cfg)
-    if path.exists():
-        previous = json.loads(path.read_text())
-        if previous != current:
-            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-            raise ConfigError(
-                f"{out_dir} holds records of a different configuration (differs in: {', '.join(changed)}); "
-                f"choose another out_dir"
-            )
-    else:
-        path.write_text(json.dumps(current, indent=2, sort_keys=True))
+def config_hash(cfg: DictConfig) -> str:
+    """Twelve hex digits of the SHA-256 of ``generation_config``: the last part of the default
+    out_dir (``${config_hash:}``) and ``summary.json``'s ``config_hash``."""
+    return hashlib.sha256(json.dumps(generation_config(cfg), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The top-level knobs have the right types (before anything is imported or written)."""
+    for key, nullable in INT_SETTINGS.items():
+        value = cfg.get(key)
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            allowed = "an integer or null" if nullable else "an integer"
+            raise ConfigError(f"{key} must be {allowed}, got {value!r}")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    for key in ("index", "count"):
+        value = cfg.shard.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"shard.{key} must be an integer, got {value!r}")
+    if cfg.shard.count < 1 or not 0 <= cfg.shard.index < cfg.shard.count:
+        raise ConfigError(f"shard.index must be in [0, shard.count), got {cfg.shard.index} of {cfg.shard.count}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ConfigError(f"limit must be a positive number of examples, got {cfg.limit}")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """``out_dir`` is (or can become) a writable directory."""
+    for parent in (out_dir, *out_dir.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"out_dir {str(out_dir)!r} cannot be a directory: {str(parent)!r} is a file")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigError(f"out_dir {str(out_dir)!r} is not writable (no write permission on {str(parent)!r})")
+            return
+
+
+def data_file_paths(node) -> list[str]:
+    """The local data files a task config names (``data_files``: a path or a dict of them)."""
+    files = node.get("data_files") if isinstance(node, DictConfig) else None
+    if files is None:
+        return []
+    values = OmegaConf.to_container(files, resolve=True) if OmegaConf.is_config(files) else files
+    values = values.values() if isinstance(values, dict) else values if isinstance(values, list) else [values]
+    return [str(v) for v in values if v is not None]
+
+
+def check_data_files(task_cfg: DictConfig) -> None:
+    """Every named data file exists and is a file, checked before any heavy import."""
+    for path in data_file_paths(task_cfg):
+        if not Path(path).exists():
+            raise ConfigError(f"data file {path!r} does not exist")
+        if not Path(path).is_file():
+            raise ConfigError(f"data file {path!r} is not a file")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the HF hub's endpoint opens within ``timeout`` seconds."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def offline_if_hub_unreachable() -> bool:
+    """Switch the HF libraries to offline mode (their cache only) when the hub cannot be
+    reached, before they are imported: otherwise each hub access retries for tens of seconds
+    before failing. Returns whether the switch was made."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False  # the hub may be reachable only through the proxy: leave it to the libraries
+    if hub_reachable():
+        return False
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    return True
+
+
+def check_docs(task, docs: list[dict]) -> None:
+    """Every document can be prompted and has the fields the others have, and the first
+    can be scored: a bad data row is refused before anything is generated."""
+    if not docs:
+        return
+    expected = set(docs[0])
+    for position, doc in enumerate(docs):
+        missing = sorted(expected - set(doc))
+        if missing:
+            raise ConfigError(f"document {doc.get('id', position)!r} (row {position + 1}) lacks the field(s) "
+                              f"{', '.join(map(repr, missing))} that the first row has; fix the data file")
+        try:
+            task.prompt_text(doc)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            raise ConfigError(f"document {doc.get('id', position)!r} (row {position + 1}) cannot be prompted "
+                              f"({type(err).__name__}: {err}); fix the data file") from err
+    try:
+        task.score(docs[0], "")
+    except (KeyError, TypeError, AttributeError, IndexError) as err:
+        raise ConfigError(f"document {docs[0].get('id', 0)!r} cannot be scored ({type(err).__name__}: {err}); "
+                          f"fix the data file") from err
+
+
+def check_resumable(out_dir: Path, cfg: DictConfig, has_records: bool) -> None:
+    """Refuse to mix records of different configurations in one directory. A directory
+    without records holds nothing to protect: its run_config is simply replaced."""
+    previous = read_json(out_dir / RUN_CONFIG)
+    if not has_records or previous is None:
+        return
+    current = json.loads(json.dumps(generation_config(cfg), default=str))
+    if previous != current:
+        changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        raise ConfigError(
+            f"{out_dir} holds records of a different configuration (differs in: {', '.join(changed)}); "
+            f"choose another out_dir"
+        )
+
+
+def write_run_config(out_dir: Path, cfg: DictConfig) -> None:
+    write_atomic(out_dir / RUN_CONFIG, json.dumps(generation_config(cfg), indent=2, sort_keys=True, default=str))
 
 
 def environment_info() -> dict:
+    import torch
     import transformers
 
     try:
@@ -117,7 +291,15 @@ def environment_info() -> dict:
     }
 
 
-def summarise(task, records: list[dict], cfg: DictConfig, job_wall_s: float) -> dict:
+def record_job_wall(record: dict) -> float:
+    """The job time a record carries (its share of the session that wrote it); records of
+    older versions carry none and count their generation time."""
+    return record.get("job_wall_s", record["accounting"]["wall_s"])
+
+
+def summarise(task, records: list[dict], cfg: DictConfig, job_wall_s: float, session_wall_s: float | None = None) -> dict:
+    """``job_wall_s`` covers every session of the job (a resumed job adds up its sessions);
+    ``session_wall_s`` the last one alone."""
     metrics = task.aggregate(records)
     n = len(records)
     mean = lambda key: sum(r["accounting"][key] for r in records) / n if n else None  # noqa: E731
@@ -131,15 +313,18 @@ def summarise(task, records: list[dict], cfg: DictConfig, job_wall_s: float) -> 
         "mean_cost_fwd_equiv": mean("cost_fwd_equiv"),
         "generation_wall_s": sum(r["accounting"]["wall_s"] for r in records),
         "job_wall_s": job_wall_s,
+        "session_wall_s": job_wall_s if session_wall_s is None else session_wall_s,
         "schedule": dataclasses.asdict(resolve_schedule(cfg, task)),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "environment": environment_info(),
-        "config_hash": hashlib.sha256(json.dumps(generation_config(cfg), sort_keys=True).encode()).hexdigest()[:12],
+        "config_hash": config_hash(cfg),
     }
 
 
-def resolve_schedule(cfg: DictConfig, task) -> Schedule:
+def resolve_schedule(cfg: DictConfig, task):
     """The command's gen_length/steps/block_length, each falling back to the task's default."""
+    from boe_bench.samplers.schedule import Schedule
+
     chosen = {key: cfg[key] if cfg[key] is not None else task.default_schedule[key] for key in task.default_schedule}
     return Schedule(**chosen)
 
@@ -147,51 +332,73 @@ def resolve_schedule(cfg: DictConfig, task) -> Schedule:
 def finished_summary(summary_path: Path, docs: list[dict], done: set, cfg: DictConfig) -> dict | None:
     """The stored summary when it covers exactly these documents under this configuration:
     a resumed sweep then skips the job without loading its model or rescoring."""
-    if not summary_path.exists() or any(d["id"] not in done for d in docs):
+    if any(d["id"] not in done for d in docs):
         return None
-    summary = json.loads(summary_path.read_text())
-    same = summary.get("config_hash") == hashlib.sha256(json.dumps(generation_config(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    summary = read_json(summary_path)
+    if summary is None:
+        return None
+    same = summary.get("config_hash") == config_hash(cfg)
     return summary if same and summary.get("n") == len(docs) else None
 
 
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
+    # Checks that need no heavy import and write nothing.
+    check_settings(cfg)
+    out_dir = Path(cfg.out_dir)
+    check_out_dir(out_dir)
+    check_data_files(cfg.task)
+    offline_if_hub_unreachable()
     if cfg.get("gpu_slots"):
         from boe_bench.dispatch.gpuslot import claim_gpu_slot
 
         claim_gpu_slot(cfg.gpu_slots)
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     task = instantiate(cfg.task, "task")
+    positioned = shard_positions(task.docs(), cfg.limit, cfg.shard.index, cfg.shard.count)
+    docs = [doc for _, doc in positioned]
+    check_docs(task, docs)
+    # From here on torch is imported (the schedule and sampler live with the samplers).
     schedule = resolve_schedule(cfg, task)
-    check_resumable(out_dir, cfg)
-    torch.manual_seed(cfg.seed)
-
     sampler = instantiate(cfg.sampler, "sampler")
-    docs = shard_docs(task.docs(), cfg.limit, cfg.shard.index, cfg.shard.count)
+
     examples_path, summary_path = out_dir / shard_name(EXAMPLES, cfg), out_dir / shard_name(SUMMARY, cfg)
-    done = {r["id"] for r in read_records(examples_path)}
-    pending = [(i, d) for i, d in enumerate(docs) if d["id"] not in done]
+    existing = read_records(examples_path)
+    check_resumable(out_dir, cfg, has_records=bool(existing))
+    repair_records(examples_path)  # drop lines a kill tore, so the file is valid JSON lines again
+    if existing and read_json(out_dir / RUN_CONFIG) is None:  # torn by an older version: restore it
+        write_run_config(out_dir, cfg)
+    done = {r["id"] for r in existing}
     if (finished := finished_summary(summary_path, docs, done, cfg)) is not None:
         return finished
+    # Fixed batches by position, so a resumed job redoes a torn batch exactly as it was.
+    batches = [positioned[i : i + cfg.batch_size] for i in range(0, len(positioned), cfg.batch_size)]
+    pending = [batch for batch in batches if any(doc["id"] not in done for _, doc in batch)]
 
     if pending:
+        import torch
+        from tqdm import tqdm
+
+        from boe_bench.samplers.base import StopCriterion
+
         model = instantiate(cfg.model, "model")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_run_config(out_dir, cfg)
+        torch.manual_seed(cfg.seed)
         stop = StopCriterion(model.tokenizer, task.until, model.eos_ids)
-        progress = tqdm(total=len(docs), initial=len(docs) - len(pending), desc=f"{task.name}/{sampler.name}",
-                        disable=not cfg.progress, dynamic_ncols=True)
-        for start in range(0, len(pending), cfg.batch_size):
-            batch = pending[start : start + cfg.batch_size]
+        progress = tqdm(total=len(docs), initial=sum(d["id"] in done for d in docs),
+                        desc=f"{task.name}/{sampler.name}", disable=not cfg.progress, dynamic_ncols=True)
+        last_write = started
+        for batch in pending:
             prompts = [task.prompt_ids(doc, model.tokenizer) for _, doc in batch]
-            # Seeded by the first document's position, so a resumed job draws what an
-            # uninterrupted one would have drawn for the same batch.
+            # Seeded by the first document's position in the unsharded run, so a resumed job
+            # or a shard draws what an uninterrupted whole run draws for the same batch.
             init = [task.initial_generation(doc, model.tokenizer) for _, doc in batch]
             output = sampler.generate(model, prompts, schedule, stop=stop, seed=cfg.seed + batch[0][0],
                                       gen_init=None if init[0] is None else init)
             records = []
             for (_, doc), text, accounting in zip(batch, output.texts, output.accounting):
+                if doc["id"] in done:  # written before a kill tore the rest of its batch
+                    continue
                 metrics = task.score(doc, text)
                 records.append({
                     "id": doc["id"],
@@ -202,15 +409,28 @@ def run(cfg: DictConfig) -> dict:
                     "correct": metrics.get(task.primary_metric),
                     "accounting": accounting.to_dict(),
                 })
+            # This session's time since its previous write (model loading included), shared
+            # by the batch's records: summed over records it adds up every session's work.
+            now = time.perf_counter()
+            for record in records:
+                record["job_wall_s"] = (now - last_write) / len(records)
+            last_write = now
             append_records(examples_path, records)
-            progress.update(len(batch))
+            progress.update(len(records))
         progress.close()
+    else:
+        last_write = started
 
     records = read_records(examples_path)
     wanted = {d["id"] for d in docs}
     records = [r for r in records if r["id"] in wanted]
-    summary = summarise(task, records, cfg, time.perf_counter() - started)
-    summary_path.write_text(json.dumps(summary, indent=2))
+    now = time.perf_counter()
+    job_wall_s = sum(record_job_wall(r) for r in records) + (now - last_write)
+    summary = summarise(task, records, cfg, job_wall_s, session_wall_s=now - started)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / RUN_CONFIG).exists():
+        write_run_config(out_dir, cfg)
+    write_atomic(summary_path, json.dumps(summary, indent=2))
     if cfg.get("wandb") and cfg.wandb.enabled:
         from boe_bench.integrations.wandb_logger import log_run
 

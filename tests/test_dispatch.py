@@ -127,7 +127,9 @@ def test_experiment_overlay_runs_every_cell_with_the_tiny_profile_and_reports(tm
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     for sampler in ("confidence", "boe_rho025"):
-        summary = json.loads((runs / "table5/gsm8k/tiny" / sampler / "L16-s16-b16-seed1234/summary.json").read_text())
+        # The run's directory ends in its configuration hash.
+        [path] = (runs / "table5/gsm8k/tiny" / sampler).glob("L16-s16-b16-seed1234-*/summary.json")
+        summary = json.loads(path.read_text())
         assert summary["n"] == 1 and summary["schedule"]["steps"] == 16  # one token per step, from the overlay
         assert summary["config"]["task"]["data_files"]["test"] == "tests/fixtures/gsm8k_test.jsonl"
     from boe_bench.report import report

@@ -1,5 +1,6 @@
-"""Benchmarks. Each module registers its task(s) under a short name; the modules are
-imported on the registry's first look-up (so scoring one task's text imports no model code)."""
+"""Benchmarks. Each module registers its task(s) under a short name; the modules load on
+the first registry lookup, so building one task (a Hydra ``_target_``) imports only its own
+module (checking a data file then needs no torch)."""
 from boe_bench.registry import Registry
 
 TASKS: Registry = Registry("task", package=__name__)

@@ -117,15 +117,28 @@ def read_records(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"data file {str(path)!r} does not exist")
-    try:
-        if path.suffix == ".jsonl":
-            with path.open() as f:
-                return [json.loads(line) for line in f if line.strip()]
-        if path.suffix == ".json":
+    if not path.is_file():
+        raise ConfigError(f"data file {str(path)!r} is not a file")
+    if path.suffix == ".jsonl":
+        rows = []
+        with path.open() as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ConfigError(f"data file {str(path)!r} line {number} is not valid JSON ({err.msg})") from None
+                if not isinstance(row, dict):
+                    raise ConfigError(f"data file {str(path)!r} line {number} is not a JSON object")
+                rows.append(row)
+        return rows
+    if path.suffix == ".json":
+        try:
             data = json.loads(path.read_text())
-            return data if isinstance(data, list) else data.get("data", data)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"data file {str(path)!r} is not valid JSON ({err.msg}, line {err.lineno})") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"data file {str(path)!r} is not valid JSON ({err.msg} at line {err.lineno})") from None
+        return data if isinstance(data, list) else data.get("data", data)
     if path.suffix == ".csv":
         import csv
 
