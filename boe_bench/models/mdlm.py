@@ -322,15 +322,22 @@ def build_mdlm(path: str = "kuleshov-group/mdlm-owt", tokenizer_path: str = "gpt
     model.safetensors); the checkpoint has no tokenizer, so GPT-2's comes from ``tokenizer_path``."""
     directory = resolve_checkpoint(path)
     cfg = DiTConfig.from_hub(read_config(directory))
-    tokenizer = gpt2_tokenizer(tokenizer_path)
+    return load_dit(MDLMDenoiser, cfg, directory, gpt2_tokenizer(tokenizer_path), tokenizer_path, f"mdlm:{path}",
+                    dtype, device)
+
+
+def load_dit(cls, cfg, directory, tokenizer, tokenizer_path: str, name: str, dtype: str | None,
+             device: str | None):
+    """A released DiT checkpoint (MDLM's or SEDD's layout) into ``cls``: GPT-2's tokenizer with
+    the mask appended must match the checkpoint's vocabulary; float32 unless asked (the
+    checkpoints are float32 and small, 170M / 420M parameters)."""
     if len(tokenizer) != cfg.vocab_size:
         raise ConfigError(f"tokenizer {tokenizer_path!r} has {len(tokenizer)} tokens with the mask, "
                           f"the checkpoint {cfg.vocab_size}")
     device = default_device(device)
     with torch.device("meta"):
-        model = MDLMDenoiser(cfg, tokenizer, tokenizer.mask_token_id, eos_ids=(tokenizer.eos_token_id,),
-                             pad_id=tokenizer.eos_token_id, name=f"mdlm:{path}")
-    # float32 unless asked: the checkpoint is float32 and small (170M parameters).
+        model = cls(cfg, tokenizer, tokenizer.mask_token_id, eos_ids=(tokenizer.eos_token_id,),
+                    pad_id=tokenizer.eos_token_id, name=name)
     load_mdlm_weights(model, directory, device, default_dtype(dtype or "float32", device))
     model.requires_grad_(False)
     return model

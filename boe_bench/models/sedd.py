@@ -51,8 +51,8 @@ from torch import Tensor
 
 from boe_bench.errors import ConfigError
 from boe_bench.models import MODELS
-from boe_bench.models.hub import default_device, default_dtype, read_config, resolve_checkpoint
-from boe_bench.models.mdlm import (NEVER, DiTConfig, MDLMDenoiser, gpt2_tokenizer, load_mdlm_weights, mdlm_key,
+from boe_bench.models.hub import read_config, resolve_checkpoint
+from boe_bench.models.mdlm import (NEVER, DiTConfig, MDLMDenoiser, gpt2_tokenizer, load_dit, mdlm_key,
                                    randomised)
 
 sedd_key = mdlm_key  # the same module names (SEDD's DiT is MDLM's); no ``backbone.`` prefix on the hub
@@ -121,20 +121,10 @@ def build_sedd(path: str = "louaaron/sedd-small", tokenizer_path: str = "gpt2", 
     directory = resolve_checkpoint(path)
     cfg = sedd_config(read_config(directory))
     tokenizer = gpt2_tokenizer(tokenizer_path)
-    if len(tokenizer) != cfg.vocab_size:
-        raise ConfigError(f"tokenizer {tokenizer_path!r} has {len(tokenizer)} tokens with the mask, "
-                          f"the checkpoint {cfg.vocab_size}")
     if tokenizer.mask_token_id != cfg.vocab_size - 1:
         raise ConfigError(f"SEDD's absorbing state is the last id {cfg.vocab_size - 1}, but tokenizer "
                           f"{tokenizer_path!r} puts its mask at {tokenizer.mask_token_id}")
-    device = default_device(device)
-    with torch.device("meta"):
-        model = SEDDDenoiser(cfg, tokenizer, tokenizer.mask_token_id, eos_ids=(tokenizer.eos_token_id,),
-                             pad_id=tokenizer.eos_token_id, name=f"sedd:{path}")
-    # float32 unless asked: the checkpoints are float32 and small (170M / 420M parameters).
-    load_mdlm_weights(model, directory, device, default_dtype(dtype or "float32", device))
-    model.requires_grad_(False)
-    return model
+    return load_dit(SEDDDenoiser, cfg, directory, tokenizer, tokenizer_path, f"sedd:{path}", dtype, device)
 
 
 @MODELS.register("tiny_sedd")

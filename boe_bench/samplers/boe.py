@@ -196,6 +196,21 @@ class BoESampler(Sampler):
             self.record(model, state, chosen, budget, ranking)
         state.commit(chosen, ranking["tokens"])
 
+    def read_candidates(self, model: Denoiser, state: DecodeState, logits: Tensor, tokens: Tensor, window: Tensor,
+                        allowed: Tensor, n_candidates: Tensor) -> tuple:
+        """pi (the window's probabilities), H and the drawn token's confidence c at the window's
+        columns, and the candidate set C_t: the ``n_candidates`` most confident allowed
+        positions of each row. Read in the current block only, not over the whole canvas (at a
+        126k vocabulary each full pass over L rows costs a millisecond)."""
+        cols = window.nonzero().flatten()
+        conf_logits = self.confidence_logits(model, logits[:, cols])
+        probs = conf_logits.softmax(-1)
+        ent = torch.zeros(state.x.shape, dtype=torch.float32, device=logits.device)
+        ent[:, cols] = entropy(conf_logits).float()
+        confidence = torch.zeros_like(ent)
+        confidence[:, cols] = probs.gather(-1, tokens[:, cols, None]).squeeze(-1).float()
+        return cols, probs, ent, confidence, state.top_per_row(confidence, allowed, n_candidates)
+
     def rank(self, model: Denoiser, state: DecodeState, window: Tensor, budget: Tensor, steps_done: int = 0) -> dict:
         """This step's tokens, candidates, entropies, TIS and scores (nothing committed)."""
         allowed = state.candidates(window)
@@ -224,16 +239,8 @@ class BoESampler(Sampler):
         else:
             logits = state.forward(model)
         tokens = self.draw(model, logits, state)
-        # Candidates live in the current block: read pi and H there only, not over the whole
-        # canvas (at a 126k vocabulary each full pass over L rows costs a millisecond).
-        cols = window.nonzero().flatten()
-        conf_logits = self.confidence_logits(model, logits[:, cols])
-        probs = conf_logits.softmax(-1)
-        ent = torch.zeros(state.x.shape, dtype=torch.float32, device=logits.device)
-        ent[:, cols] = entropy(conf_logits).float()
-        confidence = torch.zeros_like(ent)
-        confidence[:, cols] = probs.gather(-1, tokens[:, cols, None]).squeeze(-1).float()
-        cand = state.top_per_row(confidence, allowed, n_candidates)
+        cols, probs, ent, confidence, cand = self.read_candidates(model, state, logits, tokens, window, allowed,
+                                                                  n_candidates)
 
         # Rows whose candidates all fit in the budget need no ranking, hence no backward.
         cand_ranked = cand & ranked[:, None]

@@ -26,7 +26,7 @@ from torch import Tensor
 from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers import SAMPLERS
-from boe_bench.samplers.base import DecodeState, entropy, top_per_row
+from boe_bench.samplers.base import DecodeState, entropy
 from boe_bench.samplers.boe import BoESampler, soft_write_shift
 
 READING = {"rest": "masked", "candidates": "candidates"}
@@ -99,15 +99,9 @@ class BoEExactSampler(BoESampler):
         tokens = self.draw(model, logits, state)
         # Candidates exactly as BoESampler.rank picks them: the rho most confident masked
         # positions of the block, never fewer than the budget.
-        cols = window.nonzero().flatten()
-        conf_logits = self.confidence_logits(model, logits[:, cols])
-        probs = conf_logits.softmax(-1)
-        ent = torch.zeros(state.x.shape, dtype=torch.float32, device=logits.device)
-        ent[:, cols] = entropy(conf_logits).float()
-        confidence = torch.zeros_like(ent)
-        confidence[:, cols] = probs.gather(-1, tokens[:, cols, None]).squeeze(-1).float()
         n_candidates = torch.maximum(budget, torch.ceil(self.rho * allowed.sum(-1)).long())
-        cand = top_per_row(confidence, allowed, n_candidates)
+        cols, probs, ent, confidence, cand = self.read_candidates(model, state, logits, tokens, window, allowed,
+                                                                  n_candidates)
 
         ranked = (cand.sum(-1) > budget) & state.active
         cand_ranked = cand & ranked[:, None]
