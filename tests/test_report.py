@@ -106,6 +106,14 @@ def test_paired_bootstrap_sees_a_shift_and_not_an_identity():
     assert stats.paired_bootstrap(lambda i: a[i].mean(), lambda i: a[i].mean(), 200) == (0.0, 0.0, 1.0)
 
 
+def test_one_example_gives_no_bootstrap_interval_and_no_p_value():
+    """Every resample of one example is that example: a zero-width interval and p=0 would
+    claim certainty (and flag every paper number) from a single run."""
+    assert all(math.isnan(x) for x in stats.mean_bootstrap([4.2]))
+    assert all(math.isnan(x) for x in stats.paired_bootstrap(lambda i: np.ones(1)[i].mean() + 1, lambda i: 0.0, 1))
+    assert not stats.outside(1.0, stats.mean_bootstrap([4.2]))
+
+
 # ---------------------------------------------------------------- the report
 
 

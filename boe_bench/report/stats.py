@@ -57,8 +57,9 @@ def percentile_interval(values: Sequence[float], level: float = LEVEL) -> tuple[
 
 def bootstrap(statistic: Callable[[np.ndarray], float], n: int, n_boot: int = N_BOOT, seed: int = SEED,
               level: float = LEVEL) -> tuple[float, float]:
-    """Percentile interval of ``statistic(indices)`` over ``n_boot`` resamples of n examples."""
-    if n <= 0:
+    """Percentile interval of ``statistic(indices)`` over ``n_boot`` resamples of n examples;
+    none (nan) below two examples, where every resample is the one example again."""
+    if n < 2:
         return float("nan"), float("nan")
     return percentile_interval([statistic(idx) for idx in bootstrap_indices(n, n_boot, seed)], level)
 
@@ -89,8 +90,8 @@ def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> tuple[int, int, flo
 def paired_bootstrap(statistic_a: Callable[[np.ndarray], float], statistic_b: Callable[[np.ndarray], float], n: int,
                      n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL) -> tuple[float, float, float]:
     """Interval of statistic_a - statistic_b, both on the same resampled examples, and the
-    two-sided bootstrap p-value of "no difference"."""
-    if n <= 0:
+    two-sided bootstrap p-value of "no difference"; none (nan) below two examples."""
+    if n < 2:
         return float("nan"), float("nan"), float("nan")
     deltas = np.array([statistic_a(idx) - statistic_b(idx) for idx in bootstrap_indices(n, n_boot, seed)])
     deltas = deltas[np.isfinite(deltas)]
