@@ -34,6 +34,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from boe_bench.errors import ConfigError
+from boe_bench.tasks.base import existing_file, jsonl_rows
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 OWN_KEYS = ("predictions", "out", "workers")
@@ -60,18 +61,10 @@ def usage() -> str:
 
 
 def read_predictions(path: Path) -> list[dict]:
-    if not path.exists():
-        raise ConfigError(f"predictions file {str(path)!r} does not exist")
     predictions = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}:{number} is not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("completion"), str):
-            raise ConfigError(f'{path}:{number} needs string fields "id" and "completion"')
+    for number, row in jsonl_rows(existing_file(path, "predictions file"), "predictions file"):
+        if not isinstance(row.get("id"), str) or not isinstance(row.get("completion"), str):
+            raise ConfigError(f'predictions file {str(path)!r} line {number} needs string fields "id" and "completion"')
         predictions.append(row)
     if not predictions:
         raise ConfigError(f"predictions file {str(path)!r} holds no predictions")

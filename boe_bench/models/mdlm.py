@@ -187,14 +187,20 @@ class MDLMDenoiser(Denoiser):
 
     def subs(self, logits: Tensor, ids: Tensor | None) -> Tensor:
         """Mask logit -1e6, log-softmax; rows whose input is a real token copy it."""
+        return self.carry_decoded(self.without_mask(logits).log_softmax(-1), ids)
+
+    def without_mask(self, logits: Tensor) -> Tensor:
+        """The mask id's entry set to -1e6 (or the dtype's floor): x0 is never MASK."""
         never = max(NEVER, torch.finfo(logits.dtype).min)
-        logits = logits.masked_fill(torch.arange(logits.shape[-1], device=logits.device) == self.mask_id, never)
-        log_probs = logits.log_softmax(-1)
+        return logits.masked_fill(torch.arange(logits.shape[-1], device=logits.device) == self.mask_id, never)
+
+    def carry_decoded(self, log_p: Tensor, ids: Tensor | None) -> Tensor:
+        """Rows whose input is a real token put all their mass on it (carry-over unmasking)."""
         if ids is None:
-            return log_probs
-        copy = F.one_hot(ids, logits.shape[-1]).bool()
-        carried = torch.zeros_like(log_probs).masked_fill(~copy, never)
-        return torch.where((ids != self.mask_id)[..., None], carried, log_probs)
+            return log_p
+        never = max(NEVER, torch.finfo(log_p.dtype).min)
+        carried = torch.zeros_like(log_p).masked_fill(~F.one_hot(ids, log_p.shape[-1]).bool(), never)
+        return torch.where((ids != self.mask_id)[..., None], carried, log_p)
 
     # -- the Denoiser interface ------------------------------------------------------------
 

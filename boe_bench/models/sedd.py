@@ -46,13 +46,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from boe_bench.errors import ConfigError
 from boe_bench.models import MODELS
 from boe_bench.models.hub import read_config, resolve_checkpoint
-from boe_bench.models.mdlm import (NEVER, DiTConfig, MDLMDenoiser, gpt2_tokenizer, load_dit, mdlm_key,
+from boe_bench.models.mdlm import (DiTConfig, MDLMDenoiser, gpt2_tokenizer, load_dit, mdlm_key,
                                    randomised)
 
 sedd_key = mdlm_key  # the same module names (SEDD's DiT is MDLM's); no ``backbone.`` prefix on the hub
@@ -90,14 +89,7 @@ class SEDDDenoiser(MDLMDenoiser):
 
     def subs(self, logits: Tensor, ids: Tensor | None) -> Tensor:
         """log p~ = l - log(V - 1) over real tokens, MASK -1e6; decoded rows copy their input."""
-        never = max(NEVER, torch.finfo(logits.dtype).min)
-        log_p = logits - math.log(logits.shape[-1] - 1)
-        log_p = log_p.masked_fill(torch.arange(logits.shape[-1], device=logits.device) == self.mask_id, never)
-        if ids is None:
-            return log_p
-        copy = F.one_hot(ids, logits.shape[-1]).bool()
-        carried = torch.zeros_like(log_p).masked_fill(~copy, never)
-        return torch.where((ids != self.mask_id)[..., None], carried, log_p)
+        return self.carry_decoded(self.without_mask(logits - math.log(logits.shape[-1] - 1)), ids)
 
     def forward_rows(self, embeds, attention_mask=None, time=None, capture=False, ids=None):
         if time is None:

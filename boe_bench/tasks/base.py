@@ -112,27 +112,36 @@ def cut_at_stop(text: str, until: tuple[str, ...] | list[str]) -> str:
     return text
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """Rows of a local data file in its upstream format: .jsonl, .json (list) or .csv."""
+def existing_file(path: str | Path, what: str = "data file") -> Path:
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"data file {str(path)!r} does not exist")
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
     if not path.is_file():
-        raise ConfigError(f"data file {str(path)!r} is not a file")
+        raise ConfigError(f"{what} {str(path)!r} is not a file")
+    return path
+
+
+def jsonl_rows(path: Path, what: str = "data file"):
+    """(line number, object) for each non-blank line of a JSON-lines file; a line that is not
+    a JSON object is refused in one sentence naming the file and line."""
+    with path.open() as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{what} {str(path)!r} line {number} is not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ConfigError(f"{what} {str(path)!r} line {number} is not a JSON object")
+            yield number, row
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Rows of a local data file in its upstream format: .jsonl, .json (list) or .csv."""
+    path = existing_file(path)
     if path.suffix == ".jsonl":
-        rows = []
-        with path.open() as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ConfigError(f"data file {str(path)!r} line {number} is not valid JSON ({err.msg})") from None
-                if not isinstance(row, dict):
-                    raise ConfigError(f"data file {str(path)!r} line {number} is not a JSON object")
-                rows.append(row)
-        return rows
+        return [row for _, row in jsonl_rows(path)]
     if path.suffix == ".json":
         try:
             data = json.loads(path.read_text())
