@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from boe_bench.models import build_model
+from boe_bench.runner import environment_info
 from boe_bench.samplers import Schedule, build_sampler
 from boe_bench.tasks.sudoku_grid import SudokuGrid
 
@@ -96,6 +97,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = build_model("puzzle_mdm")
+    machine = environment_info()["device"]
     task = SudokuGrid(grid=9, empty_cells=70, n_puzzles=args.puzzles, seed=0)
     rows, per_puzzle = [], {}
     for steps in (int(s) for s in args.steps.split(",")):
@@ -105,7 +107,8 @@ def main() -> None:
             low, high = wilson(k, n)
             per_puzzle[(steps, reading)] = result["solved"]
             rows.append({"steps": steps, "reading": reading, "n": n, "solved": k / n, "ci_low": low, "ci_high": high,
-                         "cost_fwd_equiv": result["cost_fwd_equiv"], "wall_s_per_puzzle": result["wall_s_per_puzzle"]})
+                         "cost_fwd_equiv": result["cost_fwd_equiv"], "wall_s_per_puzzle": result["wall_s_per_puzzle"],
+                         "machine": machine})
             print(rows[-1], flush=True)
             frame = pd.DataFrame(rows)
             frame.to_csv(out, index=False)
