@@ -10,7 +10,7 @@ sweep = $(PYTHON) -m boe_bench -m experiment=$(1) progress=false \
 	$(if $(filter tiny,$(MODEL)),$(TINY),$(if $(MODEL),model=$(MODEL))) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA)
 experiment = $(call sweep,$(1),$(2),$(3)) && $(PYTHON) -m boe_bench.report experiment=$(1)
 
-.PHONY: help setup demo test test-slow test-gpu table2 table3 table4 table5 figure4 figure4_puzzle tables testbed bench
+.PHONY: help setup demo test selfcheck test-slow test-gpu table2 table3 table4 table5 figure4 figure4_puzzle tables testbed bench train_text_mdm text_testbed
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -63,6 +63,16 @@ figure4_puzzle:  ## Figure 4's sweep on the trained puzzle model (CPU, about 25 
 	$(call experiment,figure4_puzzle)
 
 tables: table2 table3 table4 table5 figure4  ## every paper experiment above
+
+# Training never writes into the package: the run goes to runs/text_mdm, and the shipped model
+# changes only by `python -m boe_bench.train.ship_text_mdm runs/text_mdm --step N`.
+TEXT_MDM_RUN ?= runs/text_mdm
+train_text_mdm:  ## train the text MDM (LLaDA architecture, d1 Sudoku/Countdown; <1 h on 2 CPU cores) and its held-out curve
+	$(PYTHON) -m boe_bench.train.text_mdm --out $(TEXT_MDM_RUN)
+	$(PYTHON) -m boe_bench.train.text_curve $(TEXT_MDM_RUN)
+
+text_testbed:  ## Table 2's Sudoku/Countdown columns, 11 samplers x L in {128,256}, on text_mdm (CPU) -> reports/text_testbed
+	$(call experiment,text_testbed)
 
 testbed:  ## every sampler on the self-trained puzzle model -> results/testbed
 	$(PYTHON) scripts/testbed.py

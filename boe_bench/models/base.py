@@ -46,6 +46,9 @@ class Denoiser(nn.Module, ABC):
     vocab_size: int
     logit_shift: int = 0
     time_conditioned: bool = False
+    # PC-Sampler's background token-frequency table for this model's tokenizer, when the
+    # checkpoint ships one (a path); None: the sampler needs ``freq_table``.
+    token_freq_table: str | None = None
 
     @property
     def device(self) -> torch.device:

@@ -27,6 +27,7 @@ from boe_bench.models.transformer import TransformerDenoiser
 # default (50256) is not used: the reference forward never reads these ids, and its
 # generate.py hard-codes mask 126336. The EoT id (126348) comes from the tokenizer's "<|eot_id|>".
 MASK_ID, EOS_ID = 126336, 126081
+TOKEN_FREQ_FILE = "token_freq.json"
 
 KEY_MAP = {
     "model.transformer.wte.weight": "model.embed_tokens.weight",
@@ -131,5 +132,14 @@ def build_llada(path: str = "GSAI-ML/LLaDA-8B-Base", dtype: str | None = None, d
     hf, raw, directory = load_stock_model(path, LlamaForCausalLM, llama_config_from_llada, llada_key_to_llama, dtype, device)
     tokenizer = load_tokenizer(directory)
     eos_ids = end_of_text_ids(raw.get("eos_token_id", EOS_ID), tokenizer, eot_token)
-    return TransformerDenoiser(hf, tokenizer, raw.get("mask_token_id", MASK_ID), eos_ids, logit_shift=0,
-                               name=f"llada:{path}", rope_full_precision=raw.get("rope_full_precision", True))
+    model = TransformerDenoiser(hf, tokenizer, raw.get("mask_token_id", MASK_ID), eos_ids, logit_shift=0,
+                                name=f"llada:{path}", rope_full_precision=raw.get("rope_full_precision", True))
+    model.token_freq_table = shipped_token_freq(directory)
+    return model
+
+
+def shipped_token_freq(directory) -> str | None:
+    """A checkpoint directory may carry PC-Sampler's background table for its own tokenizer
+    (``token_freq.json``, as our trained text model does); PC-Sampler then uses it by default."""
+    table = directory / TOKEN_FREQ_FILE
+    return str(table) if table.is_file() else None

@@ -13,8 +13,10 @@ first. Counts per step follow the shared schedule.
 
 Frequency tables are JSON: {"num_token": N, "p_baseline_dict": {token_id: count}} (the
 reference's format; the reference's own tables load unchanged). Tokens never seen get
-frequency 1/N. ``scripts/build_token_freq.py`` builds one from any corpus and tokenizer and
-also records the tokenizer's size, which is then checked against the model's.
+frequency 1/N. ``boe_bench/train/token_freq.py`` builds one from any corpus and tokenizer and
+also records the tokenizer's size, which is then checked against the model's. Without
+``freq_table`` the sampler takes the table a checkpoint ships beside its tokenizer
+(``token_freq.json``: our ``text_mdm``), else the shipped one for the tiny char tokenizer.
 """
 import json
 from importlib import resources
@@ -34,13 +36,13 @@ def load_frequency_table(path: str | Path, vocab_size: int, tokenizer_size: int 
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"token frequency table {str(path)!r} does not exist; build one with "
-                          f"scripts/build_token_freq.py")
+                          f"python -m boe_bench.train.token_freq")
     data = json.loads(path.read_text())
     built_for = data.get("tokenizer_vocab")
     if built_for is not None and tokenizer_size is not None and built_for != tokenizer_size:
         raise ConfigError(f"token frequency table {str(path)!r} was built for a tokenizer of {built_for} tokens "
                           f"({data.get('tokenizer')}), but the model's has {tokenizer_size}; build one for this "
-                          f"model with scripts/build_token_freq.py and set sampler.freq_table")
+                          f"model with python -m boe_bench.train.token_freq and set sampler.freq_table")
     total = data["num_token"]
     freq = torch.full((vocab_size,), 1.0 / total, dtype=torch.float64)
     for token, count in data["p_baseline_dict"].items():
@@ -61,7 +63,7 @@ class PCSampler(LocalPolicySampler):
 
     def frequencies(self, model, vocab_size: int, device) -> torch.Tensor:
         if self._freq is None or self._freq.shape[0] != vocab_size:
-            path = self.freq_table or resources.files("boe_bench.data") / SHIPPED_TABLE
+            path = self.freq_table or model.token_freq_table or resources.files("boe_bench.data") / SHIPPED_TABLE
             tokenizer_size = len(model.tokenizer) if hasattr(model.tokenizer, "__len__") else None
             self._freq = load_frequency_table(str(path), vocab_size, tokenizer_size)
         return self._freq.to(device)

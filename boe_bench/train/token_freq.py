@@ -1,8 +1,8 @@
 """Build a background token-frequency table for PC-Sampler from a text corpus.
 
-    python scripts/build_token_freq.py --corpus texts.jsonl --field question \
+    python -m boe_bench.train.token_freq --corpus texts.jsonl --field question \
         --tokenizer GSAI-ML/LLaDA-8B-Base --out freq_llada.json
-    python scripts/build_token_freq.py --corpus ... --tokenizer tiny   # the in-process char tokenizer
+    python -m boe_bench.train.token_freq --corpus ... --tokenizer tiny   # the in-process char tokenizer
 
 Any Hugging Face tokenizer id or local path works (it must be the tokenizer of the model the
 table is used with). The corpus is a .jsonl file (text in ``--field``) or a plain .txt file

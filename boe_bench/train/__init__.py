@@ -1,0 +1,1 @@
+"""Trainers of the models this project ships (deterministic under a seed, CPU-sized)."""
