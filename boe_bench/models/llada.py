@@ -58,6 +58,10 @@ DEFAULTS_THAT_DIFFER = {
     "rope": (False, True),
     "weight_tying": (True, False),
     "rope_theta": (10000.0, 500000.0),
+    # The reference builds wte / ff_out with ``embedding_size or vocab_size`` rows: left to
+    # the defaults that is 50304, which no released checkpoint has.
+    "vocab_size": (50257, 126464),
+    "embedding_size": (50304, 126464),
 }
 # Field -> the only value (or values) the Llama mapping reproduces. Absent fields not in
 # DEFAULTS_THAT_DIFFER take LLaDA defaults equal to the released values.
@@ -104,9 +108,15 @@ def llama_config_from_llada(cfg: dict) -> LlamaConfig:
                    if name in cfg and cfg[name] not in allowed}
     if unsupported:
         raise ConfigError(f"LLaDA config sets {unsupported}, which the stock Llama mapping does not reproduce")
+    # embedding_size is the padded row count of wte / ff_out (vocab_size may be smaller); set
+    # to null, the reference falls back to vocab_size.
+    rows = cfg.get("embedding_size") or cfg.get("vocab_size")
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows <= 0:
+        raise ConfigError(f"LLaDA config.json gives no embedding row count (embedding_size "
+                          f"{cfg.get('embedding_size')!r}, vocab_size {cfg.get('vocab_size')!r}); "
+                          f"set embedding_size to the checkpoint's (126464 in the releases)")
     return LlamaConfig(
-        # embedding_size is the padded row count of wte / ff_out; vocab_size may be smaller.
-        vocab_size=cfg.get("embedding_size") or cfg["vocab_size"],
+        vocab_size=rows,
         hidden_size=cfg["d_model"],
         # The llama block keeps gate and up separate, so the full hidden size is each one's width.
         intermediate_size=cfg.get("mlp_hidden_size") or cfg.get("mlp_ratio", 4) * cfg["d_model"],
