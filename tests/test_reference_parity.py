@@ -61,3 +61,41 @@ def test_eb_sampler_is_token_exact_against_pc_samplers_rule(dtype, rank_dtype):
                 runs += 1
                 exact += out.tokens[0].tolist() == ids and out.accounting[0].nfe == forwards
     assert exact == runs
+
+
+# --- the live-row paths return the full forward's logits ---------------------------------------
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("live_count", [3, 12])  # <= L/4: the written-out route; more: the fused one
+def test_live_row_paths_return_the_full_forwards_logits_bit_for_bit(arch, dtype, live_count):
+    """Every row the one-pass ``forward_live`` and the two-pass default return as position
+    logits is the full forward's, bit for bit (left padding included), whichever route the
+    live queries take; the live rows' own logits (with autograd) agree to rounding."""
+    from boe_bench.models.base import Denoiser
+    from boe_bench.samplers.base import DecodeState
+    from boe_bench.samplers.boe import pack_rows
+
+    model = build_tiny(arch, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, seed=5, dtype=dtype)
+    prompts = [model.tokenizer(t)["input_ids"] for t in ("Question: 3+4?\nAnswer:", "Q: 1?", "Hi")]
+    state = DecodeState.start(model, prompts, 24)
+    state.x[:, state.prompt_length:state.prompt_length + 5] = 40  # some decoded generation tokens
+    live = state.masked.clone()
+    for row in range(live.shape[0]):  # rows with different live counts (padding entries too)
+        kept = live[row].nonzero().flatten()[: live_count - row]
+        live[row] = False
+        live[row, kept] = True
+    rows, valid = pack_rows(live, state.seq_len, int(live.sum(-1).max()))
+    assert not valid.all()
+    dense = rows.shape[1] * model.DENSE_LIVE_FRACTION > state.seq_len
+    assert dense == (live_count == 12)
+    with torch.no_grad():
+        full = model(state.x, attention_mask=state.attention_mask)
+        full_rows = model.forward_rows(model.embed(state.x), state.attention_mask)[0]  # live rows are raw rows
+    one = model.forward_live(state.x, state.attention_mask, rows)
+    two = Denoiser.forward_live(model, state.x, state.attention_mask, rows)
+    assert torch.equal(one[0], full) and torch.equal(two[0], full)
+    at_live = full_rows.gather(1, rows.clamp(max=state.seq_len - 1)[..., None].expand(-1, -1, full.shape[-1]))
+    tolerance = 1e-4 if dtype == "float32" else 0.25
+    assert (one[1].detach() - at_live)[valid].abs().max() < tolerance
+    assert one[1].requires_grad
