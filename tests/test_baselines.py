@@ -316,9 +316,10 @@ def test_lookum_samples_k_paths_and_counts_their_forwards():
 def test_lookum_importance_sampling_follows_softmax_of_scores():
     sampler = LookUMSampler(verifier_temperature=0.5)
     scores = torch.tensor([[0.0, 0.5 * math.log(3)]], dtype=torch.float64).expand(20000, 2)
-    picks = sampler._choose(scores, torch.Generator().manual_seed(0))
+    picks = sampler._choose(scores, torch.rand(scores.shape, dtype=torch.float64,
+                                               generator=torch.Generator().manual_seed(0)))
     assert abs(picks.double().mean().item() - 0.75) < 0.015  # softmax([0, ln 3]) = (.25, .75)
-    assert sampler._choose(torch.tensor([[0.0, float("-inf")]]), None).tolist() == [0]
+    assert sampler._choose(torch.tensor([[0.0, float("-inf")]]), torch.full((1, 2), 0.5)).tolist() == [0]
 
 
 # --- end to end on the tiny model --------------------------------------------------------
