@@ -135,11 +135,14 @@ def llama_config_from_llada(cfg: dict) -> LlamaConfig:
 
 @MODELS.register("llada")
 def build_llada(path: str = "GSAI-ML/LLaDA-8B-Base", dtype: str | None = None, device: str | None = None,
-                eot_token: str = "<|eot_id|>") -> TransformerDenoiser:
+                eot_token: str = "<|eot_id|>", padding: str = "isolated") -> TransformerDenoiser:
     """LLaDA from a hub id (``GSAI-ML/LLaDA-8B-Base``, ``-Instruct``, ``LLaDA-1.5``; offline
-    from the HF cache) or a local directory in LLaDA's released layout."""
+    from the HF cache) or a local directory in LLaDA's released layout. ``padding``:
+    ``isolated`` or ``reference`` (``Denoiser.padding``; LLaDA's reference gives pads rotary
+    positions)."""
     hf, raw, directory = load_stock_model(path, LlamaForCausalLM, llama_config_from_llada, llada_key_to_llama, dtype, device)
     tokenizer = load_tokenizer(directory)
     eos_ids = end_of_text_ids(raw.get("eos_token_id", EOS_ID), tokenizer, eot_token)
     return TransformerDenoiser(hf, tokenizer, raw.get("mask_token_id", MASK_ID), eos_ids, logit_shift=0,
-                               name=f"llada:{path}", rope_full_precision=raw.get("rope_full_precision", True))
+                               name=f"llada:{path}", rope_full_precision=raw.get("rope_full_precision", True),
+                               padding=padding, pads_take_positions=True)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from boe_bench.models.base import Denoiser, FrozenState, canvas_masks, padding_bias
+from boe_bench.models.base import Denoiser, FrozenState, canvas_masks, checked_padding, padding_bias
 
 
 def _rms_norm(norm, x: Tensor) -> Tensor:
@@ -43,11 +43,18 @@ class TransformerDenoiser(Denoiser):
     are the same computation; in bf16 the rotation's rounding changes logits visibly (a
     different model from the reference's). The cos/sin tables are always computed in
     float32 and, off, rounded to the model's dtype before use (as the stock classes do).
+
+    ``padding`` (``Denoiser.padding``): under ``reference``, ``pads_take_positions`` says
+    whether the architecture's reference code gives left padding rotary positions (LLaDA's
+    does: 0..L-1 over the whole canvas; Dream's numbers from the first real token, as
+    ``isolated`` does, so there only the samplers' tie rule changes).
     """
 
     def __init__(self, hf_model, tokenizer, mask_id: int, eos_ids=(), logit_shift: int = 0, name: str = "",
-                 rope_full_precision: bool = False):
+                 rope_full_precision: bool = False, padding: str = "isolated", pads_take_positions: bool = False):
         super().__init__()
+        self.padding = checked_padding(padding)
+        self.pads_take_positions = padding == "reference" and pads_take_positions
         self.rope_full_precision = bool(rope_full_precision)
         make_bidirectional(hf_model)
         rotary = hf_model.model.rotary_emb
@@ -106,7 +113,7 @@ class TransformerDenoiser(Denoiser):
 
     def forward_rows(self, embeds, attention_mask=None, time=None, capture=False, ids=None):
         b, n, _ = embeds.shape
-        key_mask, positions, bias = canvas_masks(embeds, attention_mask)
+        key_mask, positions, bias = canvas_masks(embeds, attention_mask, self.pads_take_positions)
         cos, sin = self._rotary(embeds, positions)
         keys, values = [], []
         h = embeds
@@ -191,7 +198,7 @@ class TransformerDenoiser(Denoiser):
         One spare masked slot (index L) takes padding entries of ``live_rows``."""
         b, n = ids.shape
         embeds = self.embed(ids).detach()
-        key_mask, positions, bias = canvas_masks(embeds, attention_mask)
+        key_mask, positions, bias = canvas_masks(embeds, attention_mask, self.pads_take_positions)
         cos, sin = self._rotary(embeds, positions)
         cos_a, sin_a = self._rotary(embeds, positions.gather(1, live_rows.clamp(max=n - 1)))
         slot_a = live_rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)

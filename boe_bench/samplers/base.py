@@ -22,7 +22,12 @@ Rules every sampler shares (deviations from some references, chosen once here):
   references call it (canvas-wide scores, -inf off the candidates, k = the row's budget).
   torch documents no tie order and it differs between kernels (CPU vs CUDA, sizes), so
   only this reproduces the references' choices, and at exact ties the result is as
-  device-dependent as theirs.
+  device-dependent as theirs. The canvas is each row's own (unpadded), so a padded batch
+  ties as each prompt alone; under the model's ``padding: reference`` it is the padded
+  row, as generate.py's topk over a left-padded batch.
+- Batch invariance (``DecodeState``): each row draws from its own random stream and is
+  charged only the forwards that serve it, so NFE per row is what the row costs alone; the
+  rows of a batch share each forward's compute (wall_s is the batch's time split evenly).
 - Adaptive loops (a block takes as many forwards as the sampler needs) stop with
   ``SamplerStalled`` after block_length + steps_per_block forwards on one block, which no
   sampler committing a token per forward can reach.
@@ -156,6 +161,8 @@ class DecodeState:
     trace: list[dict] | None = None
     extras: dict = field(default_factory=dict)  # per-batch scratch space of stateful samplers
     waiting: Tensor | None = None  # [B] bool; rows whose adaptive block is full while others' is not
+    # Ties over the padded row, as the references' topk (the model's ``padding: reference``).
+    padded_ties: bool = False
 
     @classmethod
     def start(cls, model: Denoiser, prompts: list[list[int]], gen_length: int,
@@ -185,6 +192,7 @@ class DecodeState:
             active=torch.ones(batch, dtype=torch.bool, device=model.device),
             generator=generator,
             trace=[] if trace else None,
+            padded_ties=getattr(model, "padding", "isolated") == "reference",
         )
 
     @property
@@ -258,8 +266,10 @@ class DecodeState:
         self.x = torch.where(chosen, tokens, self.x)
 
     def top_per_row(self, scores: Tensor, allowed: Tensor, budget: Tensor) -> Tensor:
-        """``top_per_row`` on each row's unpadded canvas (its ties as the row alone has them)."""
-        return top_per_row(scores, allowed, budget, starts=(self.attention_mask == 0).sum(-1))
+        """``top_per_row`` on each row's unpadded canvas (its ties as the row alone has them), or
+        on the padded row under the model's ``padding: reference`` (ties as generate.py's)."""
+        starts = None if self.padded_ties else (self.attention_mask == 0).sum(-1)
+        return top_per_row(scores, allowed, budget, starts=starts)
 
     def commit_top(self, scores: Tensor, tokens: Tensor, window: Tensor, budget: Tensor) -> Tensor:
         """Commit the ``budget[b]`` best-scoring candidates of each row; returns the choice."""
