@@ -390,10 +390,11 @@ def run(cfg: DictConfig) -> dict:
         last_write = started
         for batch in pending:
             prompts = [task.prompt_ids(doc, model.tokenizer) for _, doc in batch]
-            # Seeded by the first document's position in the unsharded run, so a resumed job
-            # or a shard draws what an uninterrupted whole run draws for the same batch.
+            # Each row seeded by its document's position in the unsharded run, so a resumed job,
+            # a shard or another batch size draws what an uninterrupted whole run draws for it.
             init = [task.initial_generation(doc, model.tokenizer) for _, doc in batch]
-            output = sampler.generate(model, prompts, schedule, stop=stop, seed=cfg.seed + batch[0][0],
+            output = sampler.generate(model, prompts, schedule, stop=stop,
+                                      seed=[cfg.seed + position for position, _ in batch],
                                       gen_init=None if init[0] is None else init)
             records = []
             for (_, doc), text, accounting in zip(batch, output.texts, output.accounting):

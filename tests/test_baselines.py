@@ -13,7 +13,7 @@ import torch
 from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers import Schedule, StopCriterion, build_sampler
-from boe_bench.samplers.eb_sampler import entropy_bounded_count
+from boe_bench.samplers.eb_sampler import entropy_bounded_order
 from boe_bench.samplers.fast_dllm import factor_count, threshold_count
 from boe_bench.samplers.lookum import LookUMSampler
 
@@ -126,19 +126,18 @@ def test_fast_dllm_factor_rule_in_the_sampler():
 # --- EB-Sampler --------------------------------------------------------------------------
 
 def test_eb_count_rule_by_hand():
-    H = torch.tensor([[0.001, 0.004, 0.02, 0.5, 0.003]])
-    allowed = torch.ones_like(H, dtype=torch.bool)
+    H = torch.tensor([0.001, 0.004, 0.02, 0.5, 0.003])
     # Low entropy first: .001 .003 .004 .02 .5; sum minus max after each: 0 .001 .004 .008 .028
-    assert entropy_bounded_count(H, -H, allowed, 0.01).tolist() == [4]
-    assert entropy_bounded_count(H, -H, allowed, 0.0).tolist() == [1]
-    allowed[0, :2] = False
-    assert entropy_bounded_count(H, -H, allowed, 100).tolist() == [3]
+    order, k = entropy_bounded_order(H, H, 0.01)
+    assert order.tolist() == [0, 4, 1, 2, 3] and k == 4
+    assert entropy_bounded_order(H, H, 0.0)[1] == 1
+    assert entropy_bounded_order(H[2:], H[2:], 100)[1] == 3
     # Another proxy walks another order: .5 first is the max, so .02 .001 .004 fit under .03.
-    certainty = torch.tensor([[0.3, 0.1, 0.8, 0.9, 0.2]])
-    allowed = torch.ones_like(H, dtype=torch.bool)
+    error = -torch.tensor([0.3, 0.1, 0.8, 0.9, 0.2])
     # walk: .5 (.9) .02 (.8) .001 (.3) .003 (.2) .004 (.1): sum-max 0 .02 .021 .024 .028
-    assert entropy_bounded_count(H, certainty, allowed, 0.025).tolist() == [4]
-    assert entropy_bounded_count(H, certainty, allowed, 0.01).tolist() == [1]
+    assert entropy_bounded_order(H, error, 0.025)[1] == 4
+    assert entropy_bounded_order(H, error, 0.025)[0].tolist() == [3, 2, 0, 4, 1]
+    assert entropy_bounded_order(H, error, 0.01)[1] == 1
 
 
 def test_eb_sampler_commits_certain_positions_together_and_counts_forwards():
@@ -317,9 +316,10 @@ def test_lookum_samples_k_paths_and_counts_their_forwards():
 def test_lookum_importance_sampling_follows_softmax_of_scores():
     sampler = LookUMSampler(verifier_temperature=0.5)
     scores = torch.tensor([[0.0, 0.5 * math.log(3)]], dtype=torch.float64).expand(20000, 2)
-    picks = sampler._choose(scores, torch.Generator().manual_seed(0))
+    picks = sampler._choose(scores, torch.rand(scores.shape, dtype=torch.float64,
+                                               generator=torch.Generator().manual_seed(0)))
     assert abs(picks.double().mean().item() - 0.75) < 0.015  # softmax([0, ln 3]) = (.25, .75)
-    assert sampler._choose(torch.tensor([[0.0, float("-inf")]]), None).tolist() == [0]
+    assert sampler._choose(torch.tensor([[0.0, float("-inf")]]), torch.full((1, 2), 0.5)).tolist() == [0]
 
 
 # --- end to end on the tiny model --------------------------------------------------------

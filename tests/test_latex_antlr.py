@@ -48,3 +48,20 @@ def test_equivalence_is_lenient_like_lm_eval():
     assert is_equiv("3", "3,5,7") and is_equiv("4210", "4210_{5}") and is_equiv("\\frac{1}{2}", "0.5")
     assert not is_equiv("1+\\sqrt{19}", "1\\pm\\sqrt{19}") and not is_equiv("", "")
     assert is_equiv("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}")  # identical
+
+
+@pytest.mark.parametrize("text", ["0\\begin{pmatrix}", "2\\end{bmatrix}", "\\begin{pmatrix}1\\end{bmatrix}",
+                                  "x\\left[\\begin{matrix}1\\end{matrix}"])
+def test_unpaired_matrix_delimiters_are_refused_before_parsing_as_sympy_does(text):
+    """sympy's parse_latex runs its matrix-delimiter check before the ANTLR parse; without it
+    the lenient parser reads the longest prefix (``0\\begin{pmatrix}`` is a product equal to 0)."""
+    from sympy.parsing.latex.errors import LaTeXParsingError
+
+    with pytest.raises(LaTeXParsingError, match="matrix|Extra|Expected"):
+        parse_latex(text)
+
+
+def test_an_unpaired_matrix_answer_is_not_equal_to_its_prefix():
+    answer = normalize_final_answer("$0\\begin{pmatrix}$")
+    assert "pmatrix" in answer
+    assert not is_equiv("0", answer) and not is_equiv(answer, "0")

@@ -468,6 +468,24 @@ def test_llada_config_with_features_llama_lacks_is_refused():
         llama_config_from_llada({"model_type": "llada"})
 
 
+@pytest.mark.parametrize("absent", [("embedding_size",), ("vocab_size",), ("embedding_size", "vocab_size")])
+def test_llada_config_without_its_row_count_is_refused_in_one_sentence(absent):
+    """Left unset, LLaDA's code builds 50304 embedding rows (its defaults), which no released
+    checkpoint has: refused with one sentence (a ConfigError: exit 2), not a KeyError."""
+    cfg = {k: v for k, v in LLADA_8B_CONFIG.items() if k not in absent}
+    with pytest.raises(ConfigError) as err:
+        llama_config_from_llada(cfg)
+    assert "\n" not in str(err.value) and all(name in str(err.value) for name in absent)
+    assert "126464" in str(err.value)
+
+
+def test_llada_config_with_a_null_row_count_falls_back_as_the_reference_does():
+    assert llama_config_from_llada(dict(LLADA_8B_CONFIG, embedding_size=None)).vocab_size == 126464
+    assert llama_config_from_llada(dict(LLADA_8B_CONFIG, embedding_size=112, vocab_size=100)).vocab_size == 112
+    with pytest.raises(ConfigError, match="no embedding row count"):
+        llama_config_from_llada(dict(LLADA_8B_CONFIG, embedding_size=None, vocab_size=None))
+
+
 def test_unknown_dtype_is_one_sentence(llada_dir):
     with pytest.raises(ConfigError, match="unknown dtype 'fp33'"):
         build_model("llada", path=str(llada_dir[0]), device="cpu", dtype="fp33")

@@ -110,11 +110,11 @@ class BoeMDM(LM):
             for start in range(0, len(indices), self.batch_size_per_gpu):
                 batch = indices[start : start + self.batch_size_per_gpu]
                 prompts = [tokenizer(requests[i].args[0])["input_ids"] for i in batch]
-                # Seeded by document, not by arrival order, so that each data-parallel rank
-                # draws what a single process would for the same document.
-                doc_id = getattr(requests[batch[0]], "doc_id", None)
-                output = self.sampler.generate(self.model, prompts, self.schedule, stop=stop,
-                                               seed=self.seed + (batch[0] if doc_id is None else doc_id))
+                # Each row seeded by its document, not by arrival order or batch, so that each
+                # data-parallel rank draws what a single process would for the same document.
+                seeds = [self.seed + (i if getattr(requests[i], "doc_id", None) is None else requests[i].doc_id)
+                         for i in batch]
+                output = self.sampler.generate(self.model, prompts, self.schedule, stop=stop, seed=seeds)
                 for i, text in zip(batch, output.texts):
                     results[i] = text
                     self.cache_hook.add_partial("generate_until", requests[i].args, text)

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from boe_bench.errors import ConfigError
+
+# How a left-padded batch is computed (``Denoiser.padding``).
+PADDING_MODES = ("isolated", "reference")
+
 
 @dataclass
 class FrozenState:
@@ -49,6 +54,13 @@ class Denoiser(nn.Module, ABC):
     # PC-Sampler's background token-frequency table for this model's tokenizer, when the
     # checkpoint ships one (a path); None: the sampler needs ``freq_table``.
     token_freq_table: str | None = None
+    # ``isolated`` (default): every row of a left-padded batch is computed and decoded as it
+    # would be alone (rotary positions from its first real token; samplers break ties on its
+    # unpadded canvas), so results do not depend on batch size or company, and each equals the
+    # references' batch-of-one runs. ``reference``: as the model's reference code runs a
+    # padded batch (LLaDA: positions 0..L-1, pads included; ties by topk over the padded row,
+    # as LLaDA's generate.py), to reproduce its batched runs token for token.
+    padding: str = "isolated"
 
     @property
     def device(self) -> torch.device:
@@ -167,14 +179,27 @@ def frozen_with_padding_slot(state: FrozenState, live_rows: Tensor) -> tuple[Ten
     return key_mask, [pad(k) for k in state.keys], [pad(v) for v in state.values]
 
 
-def canvas_masks(embeds: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+def canvas_masks(embeds: Tensor, attention_mask: Tensor | None,
+                 pads_take_positions: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """(key_mask [B, L] bool, position ids [B, L], additive attention bias [B, 1, 1, L]) of a
-    left-padded canvas; no attention mask means no padding."""
+    left-padded canvas; no attention mask means no padding. Positions count from each row's
+    first real token, or from the canvas start with ``pads_take_positions`` (LLaDA's reference
+    numbers every slot, pads included)."""
     b, n, _ = embeds.shape
     if attention_mask is None:
         attention_mask = torch.ones(b, n, dtype=torch.long, device=embeds.device)
     key_mask = attention_mask.bool()
-    return key_mask, positions_from_mask(attention_mask), padding_bias(key_mask, embeds.dtype)
+    if pads_take_positions:
+        positions = torch.arange(n, device=embeds.device).expand(b, n)
+    else:
+        positions = positions_from_mask(attention_mask)
+    return key_mask, positions, padding_bias(key_mask, embeds.dtype)
+
+
+def checked_padding(padding: str) -> str:
+    if padding not in PADDING_MODES:
+        raise ConfigError(f"model padding must be one of {', '.join(PADDING_MODES)}, got {padding!r}")
+    return padding
 
 
 def padding_bias(key_mask: Tensor, dtype: torch.dtype) -> Tensor:

@@ -37,13 +37,16 @@ def qwen2_config_from_dream(cfg: dict) -> Qwen2Config:
 
 @MODELS.register("dream")
 def build_dream(path: str = "Dream-org/Dream-v0-Base-7B", dtype: str | None = None, device: str | None = None,
-                mask_id: int | None = None, eot_token: str | None = "<|im_end|>") -> TransformerDenoiser:
+                mask_id: int | None = None, eot_token: str | None = "<|im_end|>",
+                padding: str = "isolated") -> TransformerDenoiser:
     """Dream from a hub id (``Dream-org/Dream-v0-Base-7B`` / ``-Instruct-7B``; offline from
-    the HF cache) or a local directory in Dream's released layout."""
+    the HF cache) or a local directory in Dream's released layout. ``padding``: ``isolated``
+    or ``reference`` (``Denoiser.padding``; Dream's reference numbers positions from the
+    first real token, so only the samplers' tie rule changes)."""
     hf, raw, directory = load_stock_model(path, Qwen2ForCausalLM, qwen2_config_from_dream, lambda key: key, dtype, device)
     tokenizer = load_tokenizer(directory, stock_fallback=Qwen2Tokenizer)
     mask = mask_id if mask_id is not None else raw.get("mask_token_id", tokenizer.mask_token_id)
     if mask is None:
         raise ConfigError(f"no mask token id in {str(directory)!r}: set model.mask_id")
     eos_ids = end_of_text_ids(raw.get("eos_token_id"), tokenizer, eot_token)
-    return TransformerDenoiser(hf, tokenizer, mask, eos_ids, logit_shift=1, name=f"dream:{path}")
+    return TransformerDenoiser(hf, tokenizer, mask, eos_ids, logit_shift=1, name=f"dream:{path}", padding=padding)

@@ -59,6 +59,10 @@ DEFAULTS_THAT_DIFFER = {
     "rope": (False, True),
     "weight_tying": (True, False),
     "rope_theta": (10000.0, 500000.0),
+    # The reference builds wte / ff_out with ``embedding_size or vocab_size`` rows: left to
+    # the defaults that is 50304, which no released checkpoint has.
+    "vocab_size": (50257, 126464),
+    "embedding_size": (50304, 126464),
 }
 # Field -> the only value (or values) the Llama mapping reproduces. Absent fields not in
 # DEFAULTS_THAT_DIFFER take LLaDA defaults equal to the released values.
@@ -105,9 +109,15 @@ def llama_config_from_llada(cfg: dict) -> LlamaConfig:
                    if name in cfg and cfg[name] not in allowed}
     if unsupported:
         raise ConfigError(f"LLaDA config sets {unsupported}, which the stock Llama mapping does not reproduce")
+    # embedding_size is the padded row count of wte / ff_out (vocab_size may be smaller); set
+    # to null, the reference falls back to vocab_size.
+    rows = cfg.get("embedding_size") or cfg.get("vocab_size")
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows <= 0:
+        raise ConfigError(f"LLaDA config.json gives no embedding row count (embedding_size "
+                          f"{cfg.get('embedding_size')!r}, vocab_size {cfg.get('vocab_size')!r}); "
+                          f"set embedding_size to the checkpoint's (126464 in the releases)")
     return LlamaConfig(
-        # embedding_size is the padded row count of wte / ff_out; vocab_size may be smaller.
-        vocab_size=cfg.get("embedding_size") or cfg["vocab_size"],
+        vocab_size=rows,
         hidden_size=cfg["d_model"],
         # The llama block keeps gate and up separate, so the full hidden size is each one's width.
         intermediate_size=cfg.get("mlp_hidden_size") or cfg.get("mlp_ratio", 4) * cfg["d_model"],
@@ -126,14 +136,17 @@ def llama_config_from_llada(cfg: dict) -> LlamaConfig:
 
 @MODELS.register("llada")
 def build_llada(path: str = "GSAI-ML/LLaDA-8B-Base", dtype: str | None = None, device: str | None = None,
-                eot_token: str = "<|eot_id|>") -> TransformerDenoiser:
+                eot_token: str = "<|eot_id|>", padding: str = "isolated") -> TransformerDenoiser:
     """LLaDA from a hub id (``GSAI-ML/LLaDA-8B-Base``, ``-Instruct``, ``LLaDA-1.5``; offline
-    from the HF cache) or a local directory in LLaDA's released layout."""
+    from the HF cache) or a local directory in LLaDA's released layout. ``padding``:
+    ``isolated`` or ``reference`` (``Denoiser.padding``; LLaDA's reference gives pads rotary
+    positions)."""
     hf, raw, directory = load_stock_model(path, LlamaForCausalLM, llama_config_from_llada, llada_key_to_llama, dtype, device)
     tokenizer = load_tokenizer(directory)
     eos_ids = end_of_text_ids(raw.get("eos_token_id", EOS_ID), tokenizer, eot_token)
     model = TransformerDenoiser(hf, tokenizer, raw.get("mask_token_id", MASK_ID), eos_ids, logit_shift=0,
-                                name=f"llada:{path}", rope_full_precision=raw.get("rope_full_precision", True))
+                                name=f"llada:{path}", rope_full_precision=raw.get("rope_full_precision", True),
+                                padding=padding, pads_take_positions=True)
     model.token_freq_table = shipped_token_freq(directory)
     return model
 

@@ -66,11 +66,14 @@ def tiny_config(arch: str = "llama", n_layers: int = 2, d_model: int = 64, n_hea
 @MODELS.register("tiny")
 def build_tiny(arch: str = "llama", n_layers: int = 2, d_model: int = 64, n_heads: int = 4,
                n_kv_heads: int | None = None, seed: int = 0, dtype: str | torch.dtype = "float32",
-               device: str = "cpu", rope_full_precision: bool | None = None) -> TransformerDenoiser:
+               device: str = "cpu", rope_full_precision: bool | None = None,
+               padding: str = "isolated") -> TransformerDenoiser:
     """A random LLaDA-shaped (``llama``) or Dream-shaped (``qwen2``, logit shift 1) model.
 
     ``rope_full_precision`` defaults to what the architecture's reference does: float32
-    rotary for LLaDA (its released config), the model's dtype for Dream."""
+    rotary for LLaDA (its released config), the model's dtype for Dream. ``padding`` as the
+    architecture's (``Denoiser.padding``): under ``reference`` LLaDA-shaped models give pads
+    rotary positions."""
     tokenizer = build_char_tokenizer()
     config = tiny_config(arch, n_layers, d_model, n_heads, n_kv_heads, vocab_size=len(tokenizer))
     torch.manual_seed(seed)
@@ -85,4 +88,5 @@ def build_tiny(arch: str = "llama", n_layers: int = 2, d_model: int = 64, n_head
         rope_full_precision = arch == "llama"
     return TransformerDenoiser(hf, tokenizer, tokenizer.mask_token_id, eos,
                                logit_shift=1 if arch == "qwen2" else 0, name=f"tiny-{arch}",
-                               rope_full_precision=rope_full_precision)
+                               rope_full_precision=rope_full_precision, padding=padding,
+                               pads_take_positions=arch == "llama")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from boe_bench.models.base import Denoiser, FrozenState, canvas_masks, padding_bias
+from boe_bench.models.base import Denoiser, FrozenState, canvas_masks, checked_padding, padding_bias
 
 
 def _rms_norm(norm, x: Tensor) -> Tensor:
@@ -43,11 +43,18 @@ class TransformerDenoiser(Denoiser):
     are the same computation; in bf16 the rotation's rounding changes logits visibly (a
     different model from the reference's). The cos/sin tables are always computed in
     float32 and, off, rounded to the model's dtype before use (as the stock classes do).
+
+    ``padding`` (``Denoiser.padding``): under ``reference``, ``pads_take_positions`` says
+    whether the architecture's reference code gives left padding rotary positions (LLaDA's
+    does: 0..L-1 over the whole canvas; Dream's numbers from the first real token, as
+    ``isolated`` does, so there only the samplers' tie rule changes).
     """
 
     def __init__(self, hf_model, tokenizer, mask_id: int, eos_ids=(), logit_shift: int = 0, name: str = "",
-                 rope_full_precision: bool = False):
+                 rope_full_precision: bool = False, padding: str = "isolated", pads_take_positions: bool = False):
         super().__init__()
+        self.padding = checked_padding(padding)
+        self.pads_take_positions = padding == "reference" and pads_take_positions
         self.rope_full_precision = bool(rope_full_precision)
         make_bidirectional(hf_model)
         rotary = hf_model.model.rotary_emb
@@ -106,19 +113,24 @@ class TransformerDenoiser(Denoiser):
 
     def forward_rows(self, embeds, attention_mask=None, time=None, capture=False, ids=None):
         b, n, _ = embeds.shape
-        key_mask, positions, bias = canvas_masks(embeds, attention_mask)
+        key_mask, positions, bias = canvas_masks(embeds, attention_mask, self.pads_take_positions)
         cos, sin = self._rotary(embeds, positions)
         keys, values = [], []
         h = embeds
         for layer in self.hf.model.layers:
-            q, k, v = self._qkv(layer, _rms_norm(layer.input_layernorm, h), cos, sin)
+            h, k, v = self._layer(layer, h, cos, sin, bias)
             if capture:
                 keys.append(k.detach())
                 values.append(v.detach())
-            h = h + self._attend(layer, q, k, v, bias)
-            h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
         state = FrozenState(keys, values, positions, key_mask) if capture else None
         return self._head(h), state
+
+    def _layer(self, layer, h: Tensor, cos: Tensor, sin: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One block over every row of the canvas: (output, its keys, its values). The full
+        forward and ``forward_live``'s frozen pass both run this, so they agree bit for bit."""
+        q, k, v = self._qkv(layer, _rms_norm(layer.input_layernorm, h), cos, sin)
+        h = h + self._attend(layer, q, k, v, bias)
+        return h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h)), k, v
 
     def _attend_live(self, layer, q: Tensor, keys: Tensor, values: Tensor, frozen_bias: Tensor, k: Tensor,
                      v: Tensor, live_bias: Tensor) -> Tensor:
@@ -173,57 +185,47 @@ class TransformerDenoiser(Denoiser):
     DENSE_LIVE_FRACTION = 4
 
     def forward_live(self, ids, attention_mask, live_rows):
-        """One pass over L rows (see ``Denoiser.forward_live``): each layer runs the frozen
-        rows (every row not in ``live_rows``) without autograd and the live rows with it. The
-        frozen queries attend over every row's keys/values, the live rows' included as plain
-        values; the live queries over the frozen rows' keys/values and their own fresh ones
-        (``_attend_live``), so gradient reaches a live row only through live queries. One
-        spare masked slot (index L) takes padding entries."""
+        """One pass over the layers (see ``Denoiser.forward_live``). Each layer runs the full
+        forward's block over all L rows without autograd (``_layer``, the very computation of
+        ``forward_rows``), then the live rows with autograd: their queries attend over the
+        frozen keys/values of every other row and their own fresh ones (written out,
+        ``_attend_live``, or through the fused kernel over one key tensor with the fresh keys
+        scattered in when many rows are live), so gradient reaches a live row only through
+        live queries. The position logits returned are the full pass's: bit-identical to
+        ``forward`` at every row, live or not, in every dtype and on both attention routes
+        (the live rows' own logits agree with them to rounding). The frozen pass covers the
+        live rows too, which is what the accounting charges (one forward plus A live rows).
+        One spare masked slot (index L) takes padding entries of ``live_rows``."""
         b, n = ids.shape
         embeds = self.embed(ids).detach()
-        key_mask, positions, _ = canvas_masks(embeds, attention_mask)
-        key_mask = torch.cat([key_mask, key_mask.new_zeros(b, 1)], dim=1)
-        positions = torch.cat([positions, positions[:, -1:]], dim=1)
-        bias = padding_bias(key_mask, embeds.dtype)
-        embeds = torch.cat([embeds, embeds.new_zeros(b, 1, embeds.shape[-1])], dim=1)
-        live = torch.zeros(b, n + 1, dtype=torch.bool, device=ids.device).scatter_(1, live_rows, True)[:, :n]
-        width = max(1, int((~live).sum(-1).max()))
-        index = torch.arange(n, device=ids.device).expand(b, n)
-        frozen_rows = torch.where(live, n, index).sort(-1).values[:, :width]
-        pick = lambda t, rows: t.gather(1, rows[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
-        slot = lambda rows: rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)  # noqa: E731
-        cos_f, sin_f = self._rotary(embeds, positions.gather(1, frozen_rows))
-        cos_a, sin_a = self._rotary(embeds, positions.gather(1, live_rows))
-        slot_f, slot_a = slot(frozen_rows), slot(live_rows)
-        _, frozen_bias, live_bias = self._live_biases(key_mask[:, :n], live_rows)
+        key_mask, positions, bias = canvas_masks(embeds, attention_mask, self.pads_take_positions)
+        cos, sin = self._rotary(embeds, positions)
+        cos_a, sin_a = self._rotary(embeds, positions.gather(1, live_rows.clamp(max=n - 1)))
+        slot_a = live_rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)
+        _, frozen_bias, live_bias = self._live_biases(key_mask, live_rows)
         dense_live = live_rows.shape[1] * self.DENSE_LIVE_FRACTION > n
-        h_frozen = pick(embeds, frozen_rows)
-        live_embeds = pick(embeds, live_rows).requires_grad_(True)
-        h = live_embeds
+        if dense_live:
+            spare_bias = padding_bias(torch.cat([key_mask, key_mask.new_zeros(b, 1)], dim=1), embeds.dtype)
+        spare = lambda t: torch.cat([t, t.new_zeros(b, t.shape[1], 1, t.shape[3])], dim=2)  # noqa: E731
+        index = live_rows.clamp(max=n - 1)[..., None].expand(-1, -1, embeds.shape[-1])
+        live_embeds = embeds.gather(1, index).requires_grad_(True)
+        h_all, h = embeds, live_embeds
         with torch.enable_grad():
             for layer in self.hf.model.layers:
                 with torch.no_grad():
-                    q_f, k_f, v_f = self._qkv(layer, _rms_norm(layer.input_layernorm, h_frozen), cos_f, sin_f)
-                    keys = k_f.new_zeros(b, self.n_kv_heads, n + 1, self.head_dim).scatter_(2, slot_f, k_f)
-                    values = torch.zeros_like(keys).scatter_(2, slot_f, v_f)
+                    h_next, k_f, v_f = self._layer(layer, h_all, cos, sin, bias)
                 q, k, v = self._qkv(layer, _rms_norm(layer.input_layernorm, h), cos_a, sin_a)
-                with torch.no_grad():
-                    k_all, v_all = keys.scatter(2, slot_a, k), values.scatter(2, slot_a, v)
-                    h_frozen = h_frozen + self._attend(layer, q_f, k_all, v_all, bias)
-                    h_frozen = h_frozen + layer.mlp(_rms_norm(layer.post_attention_layernorm, h_frozen))
                 if dense_live:  # many live rows: the fused kernel over one key tensor is faster
-                    h = h + self._attend(layer, q, keys.scatter(2, slot_a, k), values.scatter(2, slot_a, v), bias)
+                    keys, values = spare(k_f).scatter(2, slot_a, k), spare(v_f).scatter(2, slot_a, v)
+                    h = h + self._attend(layer, q, keys, values, spare_bias)
                 else:
-                    h = h + self._attend_live(layer, q, keys[:, :, :n], values[:, :, :n], frozen_bias, k, v,
-                                              live_bias)
+                    h = h + self._attend_live(layer, q, k_f, v_f, frozen_bias, k, v, live_bias)
                 h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
+                h_all = h_next
             live_logits = self._head(h)
         with torch.no_grad():
-            frozen_logits = self._head(h_frozen)
-            rows = frozen_logits.new_empty(b, n + 1, frozen_logits.shape[-1])
-            rows.scatter_(1, frozen_rows[..., None].expand_as(frozen_logits), frozen_logits)
-            rows.scatter_(1, live_rows[..., None].expand_as(live_logits), live_logits.detach())
-        return self.rows_to_positions(rows[:, :n]), live_logits, live_embeds
+            logits = self._head(h_all)
+        return self.rows_to_positions(logits), live_logits, live_embeds
 
 
 def make_bidirectional(hf_model) -> None:

@@ -22,7 +22,12 @@ Rules every sampler shares (deviations from some references, chosen once here):
   references call it (canvas-wide scores, -inf off the candidates, k = the row's budget).
   torch documents no tie order and it differs between kernels (CPU vs CUDA, sizes), so
   only this reproduces the references' choices, and at exact ties the result is as
-  device-dependent as theirs.
+  device-dependent as theirs. The canvas is each row's own (unpadded), so a padded batch
+  ties as each prompt alone; under the model's ``padding: reference`` it is the padded
+  row, as generate.py's topk over a left-padded batch.
+- Batch invariance (``DecodeState``): each row draws from its own random stream and is
+  charged only the forwards that serve it, so NFE per row is what the row costs alone; the
+  rows of a batch share each forward's compute (wall_s is the batch's time split evenly).
 - Adaptive loops (a block takes as many forwards as the sampler needs) stop with
   ``SamplerStalled`` after block_length + steps_per_block forwards on one block, which no
   sampler committing a token per forward can reach.
@@ -77,12 +82,15 @@ class GenerationOutput:
     trace: list[dict] | None = None
 
 
-def sample_tokens(logits: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
-    """Gumbel-max at temperature T in float64 (LLaDA's sampler); T=0 is argmax."""
+def sample_tokens(logits: Tensor, temperature: float, generator: torch.Generator | None = None,
+                  uniform: Tensor | None = None) -> Tensor:
+    """Gumbel-max at temperature T in float64 (LLaDA's sampler); T=0 is argmax. ``uniform``:
+    the U(0, 1) draws to use (``DecodeState.uniform``), else drawn here from ``generator``."""
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits.double()
-    uniform = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    if uniform is None:
+        uniform = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
     gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
     return (logits + temperature * gumbel).argmax(-1)
 
@@ -134,7 +142,14 @@ class StopCriterion:
 
 @dataclass
 class DecodeState:
-    """The canvas of one batch: left-padded prompts followed by the generation region."""
+    """The canvas of one batch: left-padded prompts followed by the generation region.
+
+    Batch invariance: a row decodes as it would alone. Each row draws its randomness from its
+    own stream (``generator`` a list, one per row, seeded ``seed + row`` or as given), over
+    its own unpadded positions (``uniform``); rows the current forward does not serve
+    (finished, or ``waiting`` for the other rows to fill an adaptive block) draw nothing, are
+    charged no NFE and keep their sampler state. A single generator (or None) draws for the
+    whole batch at once, as tests that build a state by hand do."""
 
     x: Tensor  # [B, L] token ids
     attention_mask: Tensor  # [B, L], 0 on left padding
@@ -142,13 +157,16 @@ class DecodeState:
     mask_id: int
     accounting: list[Accounting]
     active: Tensor  # [B] bool; finished rows are never written or counted again
-    generator: torch.Generator | None = None
+    generator: torch.Generator | list[torch.Generator] | None = None
     trace: list[dict] | None = None
     extras: dict = field(default_factory=dict)  # per-batch scratch space of stateful samplers
+    waiting: Tensor | None = None  # [B] bool; rows whose adaptive block is full while others' is not
+    # Ties over the padded row, as the references' topk (the model's ``padding: reference``).
+    padded_ties: bool = False
 
     @classmethod
     def start(cls, model: Denoiser, prompts: list[list[int]], gen_length: int,
-              generator: torch.Generator | None = None, trace: bool = False,
+              generator: torch.Generator | list[torch.Generator] | None = None, trace: bool = False,
               gen_init: list[list[int]] | None = None) -> "DecodeState":
         """``gen_init`` pre-fills the generation region (MASK where the sampler decides), for
         infilling tasks such as puzzles whose clues sit among the unknowns."""
@@ -174,11 +192,33 @@ class DecodeState:
             active=torch.ones(batch, dtype=torch.bool, device=model.device),
             generator=generator,
             trace=[] if trace else None,
+            padded_ties=getattr(model, "padding", "isolated") == "reference",
         )
 
     @property
     def seq_len(self) -> int:
         return self.x.shape[1]
+
+    @property
+    def decoding(self) -> Tensor:
+        """[B] bool: the rows this step's forward serves (active and not waiting)."""
+        return self.active if self.waiting is None else self.active & ~self.waiting
+
+    def row_generator(self, row: int) -> torch.Generator | None:
+        return self.generator[row] if isinstance(self.generator, list) else self.generator
+
+    def uniform(self, shape, dtype: torch.dtype = torch.float32, canvas: bool = True) -> Tensor:
+        """U(0, 1) draws of ``shape`` [B, ...]. With per-row streams each decoding row draws
+        from its own, over its unpadded positions when ``canvas`` (axis 1 is the canvas), so
+        it draws what it would alone; other entries are 0.5 and never read."""
+        if not isinstance(self.generator, list):
+            return torch.rand(shape, dtype=dtype, device=self.x.device, generator=self.generator)
+        out = torch.full(shape, 0.5, dtype=dtype, device=self.x.device)
+        pads = (self.attention_mask == 0).sum(-1).tolist() if canvas else [0] * len(self.generator)
+        for row in self.decoding.nonzero().flatten().tolist():
+            out[row, pads[row]:] = torch.rand((shape[1] - pads[row], *shape[2:]), dtype=dtype,
+                                              device=self.x.device, generator=self.generator[row])
+        return out
 
     @property
     def masked(self) -> Tensor:
@@ -196,8 +236,11 @@ class DecodeState:
         return self.masked & window[None, :] & self.active[:, None]
 
     def count_forward(self, full: Tensor | int = 1, live_rows_fwd: Tensor | int = 0, live_rows_bwd: Tensor | int = 0):
+        """Charge a batch forward to each row it serves (``decoding``): a row's NFE is what it
+        would cost alone, whatever batch it ran in."""
+        decoding = self.decoding
         for row, acc in enumerate(self.accounting):
-            if self.active[row]:
+            if decoding[row]:
                 acc.nfe += int(full[row]) if torch.is_tensor(full) else full
                 acc.live_rows_fwd += int(live_rows_fwd[row]) if torch.is_tensor(live_rows_fwd) else live_rows_fwd
                 acc.live_rows_bwd += int(live_rows_bwd[row]) if torch.is_tensor(live_rows_bwd) else live_rows_bwd
@@ -223,8 +266,10 @@ class DecodeState:
         self.x = torch.where(chosen, tokens, self.x)
 
     def top_per_row(self, scores: Tensor, allowed: Tensor, budget: Tensor) -> Tensor:
-        """``top_per_row`` on each row's unpadded canvas (its ties as the row alone has them)."""
-        return top_per_row(scores, allowed, budget, starts=(self.attention_mask == 0).sum(-1))
+        """``top_per_row`` on each row's unpadded canvas (its ties as the row alone has them), or
+        on the padded row under the model's ``padding: reference`` (ties as generate.py's)."""
+        starts = None if self.padded_ties else (self.attention_mask == 0).sum(-1)
+        return top_per_row(scores, allowed, budget, starts=starts)
 
     def commit_top(self, scores: Tensor, tokens: Tensor, window: Tensor, budget: Tensor) -> Tensor:
         """Commit the ``budget[b]`` best-scoring candidates of each row; returns the choice."""
@@ -257,6 +302,15 @@ def top_per_row(scores: Tensor, allowed: Tensor, budget: Tensor, starts: Tensor 
         spare = allowed & ~chosen
         chosen |= spare & (spare.cumsum(-1) <= short[:, None])
     return chosen
+
+
+def row_generators(model: Denoiser, seed: int | list[int], rows: int) -> list[torch.Generator]:
+    """One random stream per row: seeded ``seed + row``, or by ``seed[row]`` (the runner
+    passes each document's own seed), so a row's draws do not depend on its batch."""
+    seeds = [seed + row for row in range(rows)] if isinstance(seed, int) else [int(s) for s in seed]
+    if len(seeds) != rows:
+        raise ValueError(f"{len(seeds)} seeds for {rows} prompts")
+    return [torch.Generator(device=model.device).manual_seed(s) for s in seeds]
 
 
 class Sampler(ABC):
@@ -296,10 +350,10 @@ class Sampler(ABC):
         return self.registry_name
 
     def generate(self, model: Denoiser, prompts: list[list[int]], schedule: Schedule,
-                 stop: StopCriterion | None = None, seed: int = 0, trace: bool = False,
+                 stop: StopCriterion | None = None, seed: int | list[int] = 0, trace: bool = False,
                  gen_init: list[list[int]] | None = None) -> GenerationOutput:
-        generator = torch.Generator(device=model.device).manual_seed(seed)
-        state = DecodeState.start(model, prompts, schedule.gen_length, generator, trace, gen_init)
+        state = DecodeState.start(model, prompts, schedule.gen_length, row_generators(model, seed, len(prompts)),
+                                  trace, gen_init)
         # Adaptive samplers that still pace by the schedule (KLASS's fallback) read it here.
         state.extras["schedule"] = schedule
         started = time.perf_counter()
@@ -317,10 +371,12 @@ class Sampler(ABC):
                             f"{self.name} stalled at step {forwards + 1} of block {block}: {left} masked "
                             f"positions left after {cap} forwards (block_length + steps per block), "
                             f"which a sampler that commits a token per forward cannot reach")
+                    state.waiting = ~state.candidates(window).any(-1)
                     self.step(model, state, window, None)
                     forwards += 1
                     if stop is not None and self.stop_early:
                         self._retire_finished(state, stop)
+                state.waiting = None
                 continue
             budgets = transfer_counts(state.candidates(window).sum(-1), schedule.steps_per_block)
             for step in range(schedule.steps_per_block):
@@ -356,7 +412,8 @@ class Sampler(ABC):
             forbidden += list(model.eos_ids)
         if forbidden:
             logits = logits.index_fill(-1, torch.tensor(forbidden, device=logits.device), float("-inf"))
-        return sample_tokens(logits, self.temperature, state.generator)
+        uniform = state.uniform(logits.shape, torch.float64) if self.temperature > 0 else None
+        return sample_tokens(logits, self.temperature, uniform=uniform)
 
     def confidence_logits(self, model: Denoiser, logits: Tensor) -> Tensor:
         """Untempered logits that confidence-like scores are read from: in the model's dtype

@@ -4,48 +4,52 @@ There is no official code. Reference read: ``generate_with_eb_sampler`` of
 NEUIR/PC-Sampler ``src/generate.py`` l.338-383 @ 8b106b09 (the re-implementation whose
 scripts give gamma = 0.01), checked against the rule the paper's abstract states.
 
-Each step ranks the masked positions of the current block by an error proxy (most certain
-first), then commits the longest prefix U of that ranking with
+Each step sorts the masked positions of the current block by an error proxy (most certain
+first), then commits the longest prefix U of that order with
 sum_{i in U} H_i - max_{i in U} H_i <= gamma, H the entropy of each position's predictive
 distribution, and at least one token. The block takes as many forwards as it needs, so NFE
 adapts to how certain the model is.
 
+Computed as the reference computes it, so that its choices are reproduced token for token:
+H is ``torch.distributions.Categorical(logits=...).entropy()`` of the row's candidate
+positions gathered in position order, in the dtype of the ranking logits (float32 by
+default, the model's under ``rank_dtype: model``: bf16 for a bf16 model, as the reference
+run on one); the order is ``argsort`` of the proxy over that gathered vector (its tie
+order, not topk's over the canvas); sum and running max are taken in H's dtype and k counts
+the positions within gamma. One row at a time, so a row chooses what it would alone.
+
 ``proxy``: ``entropy`` (the PC-Sampler re-implementation: low entropy first), or the
 paper's other error proxies ``confidence`` (probability of the drawn token) and ``margin``
-(top-1 minus top-2 probability). The bound is always on entropies.
+(top-1 minus top-2 probability), high first. The bound is always on entropies.
 
 The reference decodes the whole answer as one region (no blocks); ``block_length =
 gen_length`` reproduces it, shorter blocks confine each step to the current block.
 """
 import torch
+from torch.distributions import Categorical
 
 from boe_bench.errors import ConfigError
 from boe_bench.samplers import SAMPLERS
-from boe_bench.samplers.base import Sampler, entropy_of_log_probs
+from boe_bench.samplers.base import Sampler
 
 PROXIES = ("entropy", "confidence", "margin")
 
 
-def entropy_bounded_count(entropies: torch.Tensor, certainty: torch.Tensor, allowed: torch.Tensor,
-                          gamma: float) -> torch.Tensor:
-    """[B] tokens to commit: walking the allowed positions by descending ``certainty``, the
-    largest k whose entropy sum minus entropy max stays <= gamma; at least 1 (0 for rows
-    with nothing allowed)."""
-    # The walk takes the order torch.topk gives, the tie rule of top_per_row (base.py).
-    order = certainty.masked_fill(~allowed, float("-inf")).topk(certainty.shape[-1], dim=-1).indices
-    walked = entropies.gather(-1, order)
-    valid = allowed.gather(-1, order)
-    walked = torch.where(valid, walked, torch.zeros_like(walked))
-    # Sum minus running max never decreases along the walk, so "within" is a prefix.
-    excess = walked.cumsum(-1) - walked.cummax(-1).values
-    count = ((excess <= gamma) & valid).long().cumprod(-1).sum(-1)
-    return torch.minimum(count.clamp(min=1), allowed.sum(-1))
+def entropy_bounded_order(entropies: torch.Tensor, error: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
+    """(order, k) for one row's candidates: ``order`` sorts them by ascending ``error`` (1-D,
+    in position order; ``argsort``'s tie rule), k the number whose entropy sum minus running
+    max along that order is <= gamma, between 1 and the number of candidates."""
+    order = torch.argsort(error)
+    walked = entropies[order]
+    # Sum minus running max never decreases along the walk, so the positions within form a prefix.
+    within = int(((walked.cumsum(0) - walked.cummax(0).values) <= gamma).sum())
+    return order, min(max(within, 1), walked.numel())
 
 
 @SAMPLERS.register("eb_sampler")
 class EBSampler(Sampler):
     adaptive = True
-    rank_precision = torch.float64
+    rank_precision = torch.float32  # the reference's Categorical runs in the logits' dtype
 
     def __init__(self, gamma: float = 0.01, proxy: str = "entropy", **common):
         super().__init__(**common)
@@ -58,18 +62,26 @@ class EBSampler(Sampler):
     def step(self, model, state, window, budget):
         logits = state.forward(model)
         tokens = self.draw(model, logits, state)
-        log_probs = self.confidence_logits(model, logits).log_softmax(-1)
-        probs = log_probs.exp()
-        entropies = entropy_of_log_probs(log_probs)
-        certainty = self.certainty(probs, entropies, tokens)
+        rank_logits = self.confidence_logits(model, logits)
         allowed = state.candidates(window)
-        count = entropy_bounded_count(entropies, certainty, allowed, self.gamma)
-        state.commit(state.top_per_row(certainty, allowed, count), tokens)
+        chosen = torch.zeros_like(allowed)
+        for row in range(allowed.shape[0]):
+            positions = allowed[row].nonzero().flatten()
+            if positions.numel() == 0:
+                continue
+            candidate_logits = rank_logits[row, positions]
+            entropies = Categorical(logits=candidate_logits, validate_args=False).entropy()
+            order, k = entropy_bounded_order(entropies, self.error(candidate_logits, entropies,
+                                                                   tokens[row, positions]), self.gamma)
+            chosen[row, positions[order[:k]]] = True
+        state.commit(chosen, tokens)
 
-    def certainty(self, probs: torch.Tensor, entropies: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def error(self, logits: torch.Tensor, entropies: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The error proxy of each candidate, low first."""
         if self.proxy == "entropy":
-            return -entropies
+            return entropies
+        probs = logits.softmax(-1)
         if self.proxy == "confidence":
-            return probs.gather(-1, tokens[..., None]).squeeze(-1)
+            return -probs.gather(-1, tokens[..., None]).squeeze(-1)
         top2 = probs.topk(2, dim=-1).values
-        return top2[..., 0] - top2[..., 1]
+        return top2[..., 1] - top2[..., 0]

@@ -67,32 +67,42 @@ class KLASSSampler(Sampler):
         confidence = torch.full(state.x.shape, float("-inf"), dtype=p_curr.dtype, device=state.x.device)
         confidence[:, gen] = p_curr.gather(-1, tokens[:, gen, None]).squeeze(-1)
 
-        # Only generation positions can ever be ready, so only they keep a history.
-        kl = kl_divergence(p_curr, state.extras.get("klass_p_prev")).double()  # history in float64, as the reference
+        # Only generation positions can ever be ready, so only they keep a history. A row's
+        # history and previous distribution move only on the forwards that serve it (decoding),
+        # as they would if it ran alone.
+        decoding = state.decoding
+        p_prev = state.extras.get("klass_p_prev")
+        kl = kl_divergence(p_curr, p_prev).double()  # history in float64, as the reference
         history = state.extras.get("klass_history")
         if history is None:
             history = torch.zeros(*kl.shape, self.kl_history_length, dtype=torch.float64, device=kl.device)
-        history = torch.cat([history[..., 1:], kl[..., None]], dim=-1)
+        moved = torch.cat([history[..., 1:], kl[..., None]], dim=-1)
+        history = torch.where(decoding[:, None, None], moved, history)
+        p_curr = p_curr if p_prev is None else torch.where(decoding[:, None, None], p_curr, p_prev)
         state.extras["klass_history"], state.extras["klass_p_prev"] = history, p_curr
 
         allowed = state.candidates(window)
         ready = torch.zeros_like(allowed)
-        if step_in_block >= self.kl_history_length - 1:
-            ready[:, gen] = (history < self.kl_threshold).all(-1)
+        ready[:, gen] = (history < self.kl_threshold).all(-1)
+        ready &= (step_in_block >= self.kl_history_length - 1)[:, None]
         ready &= (confidence > self.conf_threshold) & allowed
         has_ready = ready.any(-1, keepdim=True)
         chosen = torch.where(has_ready, ready, state.top_per_row(confidence, allowed, fallback))
         state.commit(chosen, tokens)
 
-    def _pace(self, state, window) -> tuple[int, torch.Tensor]:
-        """(this step's index within its block, the schedule's fallback count per row)."""
+    def _pace(self, state, window) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B] each row's step index within its block (counting the forwards that served it),
+        and [B] the schedule's fallback count for that step."""
         block_start = int(window.nonzero()[0])
         if state.extras.get("klass_block_start") != block_start:
             steps = state.extras["schedule"].steps_per_block
             state.extras["klass_block_start"] = block_start
-            state.extras["klass_step"] = 0
+            state.extras["klass_step"] = torch.zeros(state.x.shape[0], dtype=torch.long, device=state.x.device)
             state.extras["klass_counts"] = transfer_counts(state.candidates(window).sum(-1), steps)
         step, counts = state.extras["klass_step"], state.extras["klass_counts"]
-        state.extras["klass_step"] = step + 1
-        fallback = counts[:, step] if step < counts.shape[1] else counts[:, -1].clamp(min=1)
+        state.extras["klass_step"] = step + state.decoding.long()
+        # Past the schedule (steps < gen_length, a ready step committed fewer), its last count again.
+        last = counts.shape[1] - 1
+        fallback = torch.where(step <= last, counts.gather(1, step.clamp(max=last)[:, None]).squeeze(1),
+                               counts[:, -1].clamp(min=1))
         return step, fallback

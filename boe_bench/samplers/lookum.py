@@ -79,7 +79,7 @@ class LookUMSampler(Sampler):
         pools = state.top_per_row(certainty, allowed, torch.clamp(budget, min=self.pool_size))
         paths = [
             sample_unmasking_sets(pools[row].nonzero().flatten().tolist(), int(budget[row]), self.num_paths,
-                                  state.generator) if budget[row] > 0 else [()]
+                                  state.row_generator(row)) if budget[row] > 0 else [()]
             for row in range(state.x.shape[0])
         ]
         kept, next_logits = self._verify(model, state, tokens, paths)
@@ -123,18 +123,30 @@ class LookUMSampler(Sampler):
             still_masked = canvas[:, gen] == state.mask_id
             scores[:, j] = torch.where(runs, mean_negative_entropy(logits[:, gen], still_masked), scores[:, j])
             lookahead_logits.append(logits)
-        keep = self._choose(scores, state.generator)
+        keep = self._choose(scores, self._path_uniforms(state, scores, [len(p) for p in paths]))
         kept = [paths[row][int(keep[row])] for row in range(batch)]
         next_logits = torch.stack([lookahead_logits[int(keep[row])][row] for row in range(batch)])
         return kept, next_logits
 
-    def _choose(self, scores: torch.Tensor, generator) -> torch.Tensor:
-        """[B] kept path: a draw from softmax(scores / tau) (Gumbel-max), or the argmax at tau = 0."""
+    def _choose(self, scores: torch.Tensor, uniform: torch.Tensor | None) -> torch.Tensor:
+        """[B] kept path: a draw from softmax(scores / tau) (Gumbel-max on ``uniform``), or the
+        argmax at tau = 0."""
         if self.verifier_temperature == 0:
             return scores.argmax(-1)
-        uniform = torch.rand(scores.shape, dtype=torch.float64, device=scores.device, generator=generator)
         gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
         return (scores / self.verifier_temperature + gumbel).argmax(-1)
+
+    def _path_uniforms(self, state, scores: torch.Tensor, counts: list[int]) -> torch.Tensor | None:
+        """U(0, 1) draws for ``_choose``: a row draws one per path it has from its own stream, and
+        none with a single path, as it would alone."""
+        if self.verifier_temperature == 0:
+            return None
+        uniform = torch.full(scores.shape, 0.5, dtype=torch.float64, device=scores.device)
+        for row, count in enumerate(counts):
+            if count > 1 and state.decoding[row]:
+                uniform[row, :count] = torch.rand(count, dtype=torch.float64, device=scores.device,
+                                                  generator=state.row_generator(row))
+        return uniform
 
     @staticmethod
     def _count(state, rows: torch.Tensor) -> None:

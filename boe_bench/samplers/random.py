@@ -1,5 +1,4 @@
 """Random order (LLaDA's ``random`` remasking): every masked position equally likely next."""
-import torch
 
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import LocalPolicySampler
@@ -8,4 +7,4 @@ from boe_bench.samplers.base import LocalPolicySampler
 @SAMPLERS.register("random")
 class RandomSampler(LocalPolicySampler):
     def score(self, logits, tokens, state):
-        return torch.rand(tokens.shape, device=tokens.device, generator=state.generator)
+        return state.uniform(tokens.shape)

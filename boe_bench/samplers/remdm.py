@@ -57,7 +57,7 @@ from torch import Tensor
 from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers import SAMPLERS
-from boe_bench.samplers.base import DecodeState, GenerationOutput, Sampler, StopCriterion
+from boe_bench.samplers.base import DecodeState, GenerationOutput, Sampler, StopCriterion, row_generators
 from boe_bench.samplers.schedule import Schedule
 
 STRATEGIES = ("mdlm", "cap", "rescale", "conf", "loop")
@@ -88,10 +88,12 @@ def subs_probs(logits: Tensor, x: Tensor, mask_id: int) -> Tensor:
     return torch.where((x != mask_id)[..., None], decoded, probs)
 
 
-def sample_categorical(q: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Gumbel-max on unnormalised probabilities in float64 (the reference's form)."""
+def sample_categorical(q: Tensor, generator: torch.Generator | None = None, uniform: Tensor | None = None) -> Tensor:
+    """Gumbel-max on unnormalised probabilities in float64 (the reference's form); ``uniform``:
+    the U(0, 1) draws to use (``DecodeState.uniform``), else drawn here from ``generator``."""
     q = q.double()
-    uniform = torch.rand(q.shape, dtype=torch.float64, device=q.device, generator=generator)
+    if uniform is None:
+        uniform = torch.rand(q.shape, dtype=torch.float64, device=q.device, generator=generator)
     return (q / (1e-10 - (uniform + 1e-10).log())).argmax(-1)
 
 
@@ -228,7 +230,8 @@ class ReMDMSampler(Sampler):
     def step_to(self, model: Denoiser, state: DecodeState, t: float, s: float) -> None:
         self.refresh(model, state, t)
         p_x0 = state.extras["p_x0"]
-        proposal = sample_categorical(self.transition(p_x0, state, t, s), state.generator)
+        q = self.transition(p_x0, state, t, s)
+        proposal = sample_categorical(q, uniform=state.uniform(q.shape, torch.float64))
         remaskable = state.extras["remaskable"] & state.active[:, None]
         new_x = torch.where(remaskable, proposal, state.x)
         unmasked = state.masked & (new_x != state.mask_id)
@@ -249,8 +252,8 @@ class ReMDMSampler(Sampler):
     def generate(self, model: Denoiser, prompts: list[list[int]], schedule: Schedule,
                  stop: StopCriterion | None = None, seed: int = 0, trace: bool = False,
                  gen_init: list[list[int]] | None = None) -> GenerationOutput:
-        generator = torch.Generator(device=model.device).manual_seed(seed)
-        state = DecodeState.start(model, prompts, schedule.gen_length, generator, trace, gen_init)
+        state = DecodeState.start(model, prompts, schedule.gen_length, row_generators(model, seed, len(prompts)),
+                                  trace, gen_init)
         steps = self.steps or schedule.steps
         batch = state.x.shape[0]
         # Only what the sampler itself filled may be remasked: never prompt, padding or clues.

@@ -64,7 +64,7 @@ class ReMDMLLaDASampler(Sampler):
         masked_after = candidates.sum(-1) - budget
         decoded = ours & window[None, :] & state.active[:, None]
         sigma = llada_remask_probabilities(conf_scores, decoded, masked_after)
-        draws = torch.rand(sigma.shape, dtype=torch.float64, device=sigma.device, generator=state.generator)
+        draws = state.uniform(sigma.shape, torch.float64)
         # At most m' remasks (those with the largest sigma), so the block still finishes.
         remask = top_per_row(sigma, draws < sigma, masked_after)
         unmask = state.top_per_row(confidence, candidates, budget + remask.sum(-1))

@@ -79,7 +79,8 @@ class SEDDAnalyticSampler(ReMDMSampler):
         return analytic_probs(p_x0, state.x, state.mask_id, t, s)
 
     def final_tokens(self, state: DecodeState) -> Tensor:
-        return sample_categorical(state.extras["p_x0"], state.generator)
+        p_x0 = state.extras["p_x0"]
+        return sample_categorical(p_x0, uniform=state.uniform(p_x0.shape, torch.float64))
 
 
 __all__ = ["SEDDAnalyticSampler", "analytic_probs", "unnormalised_p_x0"]

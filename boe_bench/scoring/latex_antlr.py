@@ -117,7 +117,14 @@ def parse_latex(text: str):
     longest parsable prefix as a sympy expression; raises ``LaTeXParsingError`` (or what
     sympy's converter raises) where sympy would."""
     import antlr4
+    import sympy.parsing.latex as sympy_latex
 
+    # sympy's parse_latex first checks that matrix delimiters pair up, on the unstripped
+    # text, and raises LaTeXParsingError where they do not (``0\\begin{pmatrix}`` would
+    # otherwise parse as a product equal to 0). Versions without the check never ran it.
+    check = getattr(sympy_latex, "check_matrix_delimiters", None)
+    if check is not None:
+        check(text)
     lexer_cls, parser_cls, converter = _load()
     text = text.strip()
     listener = converter.MathErrorListener(text)
