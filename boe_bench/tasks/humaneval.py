@@ -34,6 +34,11 @@ class HumanEval(CodeTask):
     def program_parts(self, doc: dict, completion: str) -> tuple[str, str]:
         return f"{doc['prompt']}{completion}\n", f"{doc['test']}\ncheck({doc['entry_point']})\n"
 
+    def strict_parts(self, doc: dict, tests: str) -> tuple[str | None, list[str]]:
+        # The prompt alone defines the helpers some tests use (encode_cyclic, poly, ...); the
+        # solution gives the entry point only.
+        return doc["prompt"], [doc["entry_point"]]
+
 
 def read_gzip_jsonl(path: str) -> list[dict]:
     if not Path(path).exists():
