@@ -64,7 +64,7 @@ harness only after the solution has finished and no thread of it still runs, and
 (every module attribute put back, modules the program loaded dropped, a private copy of the
 builtins), in a fresh namespace holding the task's own context (HumanEval's prompt) and the
 entry points only, whose return values must not be of a class the program defined to compare
-equal; it refuses frame introspection from the start. The default keeps lm-eval's verdicts
+equal. The default keeps lm-eval's verdicts
 where lm-eval's own semantics make a pass (the README lists which).
 """
 from __future__ import annotations
@@ -396,9 +396,8 @@ def make(home, wrapper, report, done_line, tests_line, max_writes, write, exit_n
             if type(name) is not str_:
                 return
             if name in frames:
-                if phase[0] == 1 or strict:
-                    raise Denied(f"sandbox: {name} is refused while the tests run" if phase[0] else
-                                 f"sandbox (strict): {name} is refused")
+                if phase[0] == 1:
+                    raise Denied(f"sandbox: {name} is refused while the tests run")
                 if type(obj) is TracebackType and obj.tb_lineno >= @GUARD_BASE@:
                     raise Denied("sandbox: the guard's frames are off limits")
             elif name in codes:
@@ -411,9 +410,8 @@ def make(home, wrapper, report, done_line, tests_line, max_writes, write, exit_n
                         raise Denied("sandbox: the guard's code is off limits")
             return
         if event == "sys._getframe" or event == "sys._getframemodulename":
-            if phase[0] == 1 or strict:
-                raise Denied(f"sandbox: {event} is refused while the tests run" if phase[0] else
-                             f"sandbox (strict): {event} is refused")
+            if phase[0] == 1:
+                raise Denied(f"sandbox: {event} is refused while the tests run")
             return
         if event in refused or event.startswith("ctypes."):
             raise Denied(f"sandbox: {event} is disabled")
@@ -590,6 +588,12 @@ def setup(args):
     nonce, _, rest = data.decode().partition("\n")
     del data
     solution, tests, context, entry = json.loads(rest)
+    if not args["isolate"]:  # killed with the harness thread that started it, even by SIGKILL
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+        if os.getppid() != args["parent"]:
+            posix._exit(3)
     if args["isolate"]:
         isolate(args)
     home = os.path.realpath(os.getcwd())
@@ -794,11 +798,28 @@ def forbidden_paths() -> list[str]:
     return paths
 
 
+def sweep_stale(root: str | None = None) -> int:
+    """Remove the work directories of scorers that died before cleaning up (a SIGKILL, a
+    power cut): ``boe_sandbox_<pid>_*`` whose process no longer exists. Returns how many."""
+    root = root or tempfile.gettempdir()
+    removed = 0
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return 0
+    for name in names:
+        pid = name[len("boe_sandbox_"):].partition("_")[0]
+        if name.startswith("boe_sandbox_") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            removed += remove_tree(os.path.join(root, name))
+    return removed
+
+
 @lru_cache(maxsize=1)
 def walls() -> Walls:
     """The walls that work here, probed once with a real program through the whole bootstrap,
     so a machine that refuses a mount, hides the interpreter from a foreign uid or lacks a
     Landlock feature falls back to fewer walls instead of failing every program."""
+    sweep_stale(WORK_ROOT)
     kernel = not _off(NO_KERNEL_WALLS)
     landlock, seccomp = kernel and landlock_abi() >= 1, seccomp_library() if kernel else None
     prefixes = [()]
@@ -870,7 +891,7 @@ def _run(source: str, walls_: Walls, timeout: float, memory_mb: int = 1024, outp
     isolate = bool(walls_.prefix)
     # A uid no account uses, fresh per program, so RLIMIT_NPROC counts this program alone.
     uid = 2_000_000_000 + secrets.randbelow(100_000_000) if isolate and os.geteuid() == 0 else None
-    workdir = tempfile.mkdtemp(prefix="boe_sandbox_", dir=WORK_ROOT)
+    workdir = tempfile.mkdtemp(prefix=f"boe_sandbox_{os.getpid()}_", dir=WORK_ROOT)
     try:
         # The report channel and stderr are anonymous: nothing the program does to its
         # directory (deleting it included) can take them from the parent.
@@ -880,7 +901,8 @@ def _run(source: str, walls_: Walls, timeout: float, memory_mb: int = 1024, outp
                     "tmpfs_mb": max(16, 4 * output_bytes // 2**20), "timeout": float(timeout),
                     "landlock": walls_.landlock, "seccomp": walls_.seccomp, "forbidden": forbidden_paths(),
                     "strict": bool(strict), "done_line": DONE_LINE, "tests_line": TESTS_LINE,
-                    "max_writes": MAX_WRITES, "say_walls": say_walls, "workdir": workdir}
+                    "max_writes": MAX_WRITES, "say_walls": say_walls, "workdir": workdir,
+                    "parent": os.getpid()}
             home = "/tmp" if isolate else workdir
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "TMPDIR": home,
                    "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8"}

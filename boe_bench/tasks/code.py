@@ -85,6 +85,40 @@ def _number(name: str, value, kind: type):
         raise ConfigError(f"task.{name} must be a number, got {value!r}") from None
 
 
+def _tree(source: str):
+    import ast
+
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def used_names(source: str) -> list[str]:
+    """Every name the source reads."""
+    import ast
+
+    tree = _tree(source)
+    return [] if tree is None else [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+
+
+def defined_names(source: str) -> set[str]:
+    """The names the source binds at its top level (functions, classes, assignments)."""
+    import ast
+
+    tree = _tree(source)
+    if tree is None:
+        return set()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
 def called_names(tests: str) -> list[str]:
     """The names the tests call that neither they nor Python define: what they need from the
     solution (MBPP's asserts call the function under test by name)."""

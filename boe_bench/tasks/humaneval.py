@@ -26,6 +26,10 @@ class HumanEval(CodeTask):
             rows = read_gzip_jsonl(self.data_files)
         else:
             rows = load_split("openai/openai_humaneval", "test", self.data_files)
+        missing = [k for k in ("task_id", "prompt", "test", "entry_point") if rows and k not in rows[0]]
+        if missing:
+            kind = " (it looks like MBPP: use task=mbpp)" if rows and "test_list" in rows[0] else ""
+            raise ConfigError(f"data file {self.data_files!r} is not HumanEval: its rows lack {missing}{kind}")
         return [{"id": row["task_id"], **row} for row in rows]
 
     def prompt_text(self, doc: dict) -> str:
