@@ -529,8 +529,9 @@ class Timeout(Exception):
 def lmeval_environment(timeout):
     """code_eval's process as lm-eval runs it, rewritten: the functions its reliability guard
     sets to None, the modules it makes unimportable, and a SIGALRM time limit that raises."""
-    import builtins, faulthandler, shutil, signal, subprocess  # noqa: E401 (the modules the guard edits)
+    import builtins, faulthandler, shutil, signal, subprocess, tempfile  # noqa: E401 (the modules the guard edits)
 
+    tempfile.gettempdir()  # known in lm-eval's process before the guard (code_eval made its temp dir with it)
     faulthandler.disable()
     os.environ["OMP_NUM_THREADS"] = "1"
     modules = {"os": os, "shutil": shutil, "subprocess": subprocess, "builtins": builtins}
