@@ -102,6 +102,14 @@ def check_ids(task, docs: dict, predictions: list[dict]) -> None:
                               "scores one completion per document, so keep one line per id")
 
 
+def _quiet_worker() -> None:
+    """Ctrl-C reaches the whole terminal's process group: the main process handles it, the
+    pool's workers must not each print a traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _score(task, doc: dict, completion: str) -> dict:
     return task.score(doc, completion)
 
@@ -164,7 +172,8 @@ def score_rows(task, pairs: list[tuple[dict, str]], log: RowLog | None, workers:
         for i in pending:
             keep(i, task.score(*pairs[i]))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=_quiet_worker) as pool:
             futures = {pool.submit(_score, task, *pairs[i]): i for i in pending}
             try:
                 while futures:
