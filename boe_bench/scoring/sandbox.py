@@ -791,12 +791,31 @@ def seccomp_library() -> str | None:
 
 def forbidden_paths() -> list[str]:
     """What no program may read: this package (its shipped data) and, for a checkout, the
-    repository (tests/fixtures hold the reference solutions)."""
+    repository (tests/fixtures hold the reference solutions), less the interpreter's own
+    directories where they lie inside it (CI's virtualenv is ``<checkout>/.venv``)."""
     package = Path(__file__).resolve().parents[1]
     paths = [str(package)]
     if (package.parent / "pyproject.toml").exists():
         paths.append(str(package.parent))
-    return paths
+    import sysconfig
+
+    where = (sys.prefix, sys.exec_prefix, *(sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib",
+                                                                                     "platlib")))
+    needed = {os.path.realpath(p) for p in where if p and os.path.isdir(p)}
+
+    def split(path: str) -> list[str]:
+        inner = [n for n in needed if n.startswith(path + "/")]
+        if any(n == path for n in needed):
+            return []
+        if not inner:
+            return [path]
+        try:
+            children = sorted(os.listdir(path))
+        except OSError:
+            return []
+        return [p for child in children for p in split(os.path.join(path, child))]
+
+    return sorted({p for path in paths for p in split(path)})
 
 
 def sweep_stale(root: str | None = None) -> int:
