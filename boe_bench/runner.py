@@ -106,22 +106,41 @@ def repair_records(path: Path) -> list[dict]:
     return records
 
 
+def _disk_error(path: Path, err: OSError) -> ConfigError:
+    return ConfigError(f"cannot write {str(path)!r}: {err.strerror or err}; the records written before are kept, "
+                       "and the same command resumes from them once it can write")
+
+
 def append_records(path: Path, records: list[dict]) -> None:
-    with path.open("a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
+    """Append whole lines or nothing: a write that fails (a full disk) is cut back off."""
+    with path.open("ab", buffering=0) as f:
+        size = f.tell()
+        try:
+            data = memoryview("".join(json.dumps(r) + "\n" for r in records).encode())
+            while data:
+                data = data[f.write(data):]
+            os.fsync(f.fileno())
+        except OSError as err:
+            try:
+                f.truncate(size)
+            except OSError:
+                pass  # a torn last line is dropped by repair_records on resume
+            raise _disk_error(path, err) from None
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temp file beside ``path``, fsync, then rename over ``path``: a
     reader (or a re-run after a kill) sees the old file or the new one, never a torn one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _disk_error(path, err) from None
 
 
 def read_json(path: Path) -> dict | None:

@@ -222,3 +222,39 @@ def test_reference_solutions_pass_all_of_humaneval_and_mbpp_test():
     results = reference_results()
     assert sum(i.startswith("HumanEval/") for i in results) == 164 and sum(i.startswith("mbpp-") for i in results) == 500
     check_references(results)
+
+
+def test_bad_code_task_inputs_are_one_sentence():
+    # issue 22.6
+    with pytest.raises(ConfigError, match="task.memory_mb must be a number, got 'abc'"):
+        build_task("humaneval", data_files=str(HUMANEVAL), memory_mb="abc")
+    with pytest.raises(ConfigError, match=r"is not HumanEval.*use task=mbpp"):
+        build_task("humaneval", data_files=str(MBPP)).docs()
+    with pytest.raises(ConfigError, match=r"is not MBPP.*use task=humaneval"):
+        build_task("mbpp", data_files=str(HUMANEVAL)).docs()
+    with pytest.raises(ConfigError, match="task.strict must be true or false"):
+        build_task("mbpp", data_files=str(MBPP), strict="yes")
+
+
+def test_reference_solutions_pass_under_strict_fast_slice():
+    # strict: pristine builtins/modules, the prompt's helpers (HumanEval/38's encode_cyclic) and
+    # the entry point only; mbpp-126 tests a function named like a builtin (sum).
+    ids = FAST_HUMANEVAL | FAST_MBPP | {"mbpp-126"}
+    humaneval = build_task("humaneval", data_files=str(HUMANEVAL_ALL), timeout=30.0, strict=True)
+    mbpp = build_task("mbpp", data_files=str(MBPP_ALL), timeout=30.0, strict=True)
+    jobs = [(humaneval, d, d["canonical_solution"]) for d in humaneval.docs() if d["id"] in ids]
+    jobs += [(mbpp, d, d["code"]) for d in mbpp.docs() if d["id"] in ids]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(zip([j[1]["id"] for j in jobs], pool.map(lambda j: j[0].score(j[1], j[2]), jobs)))
+    check_references(results)
+
+
+@pytest.mark.slow
+def test_reference_solutions_pass_all_under_strict():
+    humaneval = build_task("humaneval", data_files=str(HUMANEVAL_ALL), timeout=30.0, strict=True)
+    mbpp = build_task("mbpp", data_files=str(MBPP_ALL), timeout=30.0, strict=True)
+    jobs = [(humaneval, d, d["canonical_solution"]) for d in humaneval.docs()]
+    jobs += [(mbpp, d, d["code"]) for d in mbpp.docs()]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(zip([j[1]["id"] for j in jobs], pool.map(lambda j: j[0].score(j[1], j[2]), jobs)))
+    check_references(results)

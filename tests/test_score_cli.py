@@ -134,3 +134,69 @@ def test_runner_and_rescoring_score_identically(task, data, tmp_path):
     records = [json.loads(line) for line in examples.read_text().splitlines()]
     assert [r["metrics"] for r in rescored["records"]] == [r["metrics"] for r in records]
     assert rescored["metrics"] == summary["metrics"]
+
+
+def test_bad_inputs_are_one_sentence(tmp_path, capsys):
+    # issue 22.6: non-UTF-8 bytes, a typo in an option, a key Hydra would add.
+    bad = tmp_path / "p.jsonl"
+    bad.write_bytes(b'{"id": "gsm8k-0", "completion": "ok"}\n{"id": "gsm8k-1", "completion": "\xff"}\n')
+    assert main(["task=gsm8k", f"predictions={bad}", f"task.data_files={GSM8K}"]) == 2
+    err = capsys.readouterr().err
+    assert "line 2 is not UTF-8 text (byte 0xff" in err and err.count("\n") == 1
+    assert main(["task=gsm8k", f"predictons={bad}"]) == 2
+    assert "unknown option 'predictons'; did you mean predictions=?" in capsys.readouterr().err
+    assert main(["task=gsm8k", f"predictions={bad}", "+foo=1"]) == 2
+    assert "does not add or remove config keys" in capsys.readouterr().err
+
+
+def test_rows_are_kept_as_scored_and_resumed(tmp_path, capsys, monkeypatch):
+    # issue 22.4: Ctrl-C (or a kill) mid-run keeps every scored row; the same command resumes.
+    from boe_bench.tasks.gsm8k import GSM8K as Task
+
+    predictions, out = write(tmp_path / "p.jsonl", gsm8k_rows(6)), tmp_path / "s.json"
+    args = ["task=gsm8k", f"predictions={predictions}", f"out={out}", f"task.data_files={GSM8K}"]
+    real, calls = Task.score, []
+
+    def interrupted(self, doc, completion):
+        calls.append(doc["id"])
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(self, doc, completion)
+
+    monkeypatch.setattr(Task, "score", interrupted)
+    assert main(args) == 130
+    rows = out.with_name(out.name + ".rows.jsonl")
+    err = capsys.readouterr().err
+    assert "interrupted; 3 scored rows are kept" in err and "Traceback" not in err
+    assert len(rows.read_text().splitlines()) == 1 + 3 and not out.exists()
+    monkeypatch.setattr(Task, "score", real)
+    scored = []
+    monkeypatch.setattr(Task, "score", lambda self, doc, c: scored.append(doc["id"]) or real(self, doc, c))
+    assert main(args) == 0
+    assert "resuming: 3 rows already scored" in capsys.readouterr().err
+    assert scored == ["gsm8k-3", "gsm8k-4", "gsm8k-5"] and not rows.exists()
+    assert json.loads(out.read_text())["metrics"] == {"exact_match_strict": 1.0, "exact_match_flexible": 1.0}
+
+
+def test_a_full_disk_keeps_the_rows(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import boe_bench.score as score
+
+    predictions, out = write(tmp_path / "p.jsonl", gsm8k_rows(2)), tmp_path / "s.json"
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(score, "write_whole", full)
+    assert main(["task=gsm8k", f"predictions={predictions}", f"out={out}", f"task.data_files={GSM8K}"]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device; 2 scored rows are kept" in err and err.count("\n") == 1
+    assert len(out.with_name(out.name + ".rows.jsonl").read_text().splitlines()) == 3
+
+
+def test_rows_of_another_run_are_not_mixed_in(tmp_path, capsys):
+    predictions, out = write(tmp_path / "p.jsonl", gsm8k_rows(2)), tmp_path / "s.json"
+    out.with_name(out.name + ".rows.jsonl").write_text('{"task": "other"}\n{"index": 0, "metrics": {}}\n')
+    assert main(["task=gsm8k", f"predictions={predictions}", f"out={out}", f"task.data_files={GSM8K}"]) == 2
+    assert "holds rows of another task or predictions file" in capsys.readouterr().err

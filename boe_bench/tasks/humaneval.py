@@ -26,6 +26,10 @@ class HumanEval(CodeTask):
             rows = read_gzip_jsonl(self.data_files)
         else:
             rows = load_split("openai/openai_humaneval", "test", self.data_files)
+        missing = [k for k in ("task_id", "prompt", "test", "entry_point") if rows and k not in rows[0]]
+        if missing:
+            kind = " (it looks like MBPP: use task=mbpp)" if rows and "test_list" in rows[0] else ""
+            raise ConfigError(f"data file {self.data_files!r} is not HumanEval: its rows lack {missing}{kind}")
         return [{"id": row["task_id"], **row} for row in rows]
 
     def prompt_text(self, doc: dict) -> str:
@@ -33,6 +37,11 @@ class HumanEval(CodeTask):
 
     def program_parts(self, doc: dict, completion: str) -> tuple[str, str]:
         return f"{doc['prompt']}{completion}\n", f"{doc['test']}\ncheck({doc['entry_point']})\n"
+
+    def strict_parts(self, doc: dict, tests: str) -> tuple[str | None, list[str]]:
+        # The prompt alone defines the helpers some tests use (encode_cyclic, poly, ...); the
+        # solution gives the entry point only.
+        return doc["prompt"], [doc["entry_point"]]
 
 
 def read_gzip_jsonl(path: str) -> list[dict]:

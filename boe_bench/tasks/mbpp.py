@@ -12,7 +12,7 @@ from __future__ import annotations
 from boe_bench.errors import ConfigError
 from boe_bench.tasks import TASKS
 from boe_bench.tasks.base import load_split
-from boe_bench.tasks.code import CodeTask
+from boe_bench.tasks.code import CodeTask, called_names, defined_names, used_names
 
 SHOT_IDS = (2, 3, 4)
 TEST_IDS = range(11, 511)
@@ -40,7 +40,13 @@ class MBPP(CodeTask):
         return load_split("google-research-datasets/mbpp", split, None, config="full")
 
     def load_docs(self) -> list[dict]:
-        rows = [r for r in self._rows("test") if int(r["task_id"]) in TEST_IDS]
+        rows = self._rows("test")
+        missing = [k for k in ("task_id", "text", "code", "test_list") if rows and k not in rows[0]]
+        if missing or any(not str(r.get("task_id", "")).isdigit() for r in rows):
+            kind = " (it looks like HumanEval: use task=humaneval)" if rows and "entry_point" in rows[0] else ""
+            raise ConfigError(f"data file {self.data_files!r} is not MBPP: its rows lack "
+                              f"{missing or 'integer task ids'}{kind}")
+        rows = [r for r in rows if int(r["task_id"]) in TEST_IDS]
         return [{"id": f"mbpp-{r['task_id']}", **r} for r in sorted(rows, key=lambda r: int(r["task_id"]))]
 
     def shots(self) -> list[dict]:
@@ -57,6 +63,12 @@ class MBPP(CodeTask):
         # followed by the fewshot_delimiter "\n\n".
         shots = "".join(f"{describe_problem(s)}{s['code']}\n[DONE]\n\n" for s in self.shots())
         return shots + describe_problem(doc)
+
+    def strict_parts(self, doc: dict, tests: str) -> tuple[str | None, list[str]]:
+        # The names the asserts use that the reference solution defines (MBPP has no entry
+        # point field; the function under test may shadow a builtin, as mbpp-126's sum).
+        defined = defined_names(doc.get("code", ""))
+        return None, sorted(set(used_names(tests)) & defined) if defined else called_names(tests)
 
     def program_parts(self, doc: dict, completion: str) -> tuple[str, str]:
         return completion + "\n", "\n".join(doc["test_list"][:3]) + "\n"
