@@ -20,6 +20,8 @@ EVAL_SEED_OFFSET = 10**6  # training draws grids from seeds below this
 @TASKS.register("sudoku_grid")
 class SudokuGrid(Task):
     primary_metric = "solved"
+    protocols = {"grid": "the puzzle model's grid tokens, no prompt: solved = a valid grid keeping every clue, "
+                         "cell_accuracy against the stored grid (the only protocol)"}
 
     def __init__(self, grid: str | int = 9, empty_cells: int = 50, n_puzzles: int = 200, seed: int = 0,
                  data_files: str | None = None, protocol: str = "grid"):
