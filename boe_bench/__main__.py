@@ -43,12 +43,12 @@ def summary_line(summary: dict, out_dir: str) -> str:
 
     score = summary["score"]
     task = summary["task"]["task"]
-    result = (f"{summary['primary_metric']}={score if score is None else round(score, 4)} "
-              f"mean_nfe={summary['mean_nfe']:.1f} mean_cost={summary['mean_cost_fwd_equiv']:.2f}")
+    metric = f"{summary['primary_metric']}={score if score is None else round(score, 4)}"
+    cost = f"mean_nfe={summary['mean_nfe']:.1f} mean_cost={summary['mean_cost_fwd_equiv']:.2f}"
     if summary.get(ALREADY_COMPLETE):
-        return (f"{task}: already complete (n={summary['n']}), nothing to do; {result} "
+        return (f"{task}: already complete (n={summary['n']}), nothing to do; {metric} {cost} "
                 f"original run's wall={summary['job_wall_s']:.1f}s -> {out_dir}")
-    return f"{task}: {result} n={summary['n']} wall={summary['job_wall_s']:.1f}s -> {out_dir}"
+    return f"{task}: {metric} n={summary['n']} {cost} wall={summary['job_wall_s']:.1f}s -> {out_dir}"
 
 
 def one_sentence(err: BaseException) -> str | None:

@@ -67,7 +67,8 @@ def banner(runs) -> str:
 
 
 def report(experiment: str, root: Path = Path("runs"), out: Path = Path("reports"),
-           paper_dir: Path = Path("results/paper"), wandb_mode: str | None = None) -> Path:
+           paper_dir: Path = Path("results/paper"), wandb_mode: str | None = None,
+           wandb_dir: Path | None = None) -> Path:
     found: dict = {}
     frame = collect(root / experiment, keep=found)
     if frame.empty:
@@ -98,6 +99,6 @@ def report(experiment: str, root: Path = Path("runs"), out: Path = Path("reports
         from boe_bench.integrations.wandb_logger import log_report
 
         # Never beside the report: W&B's files are not results (`wandb/` is untracked).
-        log_report(experiment, frame, files, mode=wandb_mode, directory=Path("wandb") / experiment)
+        log_report(experiment, frame, files, mode=wandb_mode, directory=wandb_dir or Path("wandb") / experiment)
     print("\n".join(sections))
     return destination
