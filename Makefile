@@ -3,12 +3,17 @@ PYTHON ?= python
 MODEL ?=
 LIMIT ?=
 EXTRA ?=
+# Where reports go: empty = reports/<experiment>/ (untracked). The committed results/ change only
+# when asked: OUT=results (results/README.md names the command behind each committed file).
+OUT ?=
 # MODEL=tiny runs every cell of an experiment on CPU: a tiny random model ($(2) when given,
 # e.g. tiny_mdlm for Table 4) and the task slices in tests/fixtures (configs/profile/$(3) or tiny).
+# LIMIT=2 is the CPU smoke size everywhere (two examples per cell: the least that has an interval).
 TINY = model=$(or $(2),tiny) +profile=$(or $(3),tiny)
-sweep = $(PYTHON) -m boe_bench -m experiment=$(1) progress=false \
+sweep = $(PYTHON) -m boe_bench -m experiment=$(1) \
 	$(if $(filter tiny,$(MODEL)),$(TINY),$(if $(MODEL),model=$(MODEL))) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA)
-experiment = $(call sweep,$(1),$(2),$(3)) && $(PYTHON) -m boe_bench.report experiment=$(1)
+report = $(PYTHON) -m boe_bench.report experiment=$(1) $(if $(OUT),out=$(OUT))
+experiment = $(call sweep,$(1),$(2),$(3)) && $(call report,$(1))
 
 .PHONY: help setup demo test selfcheck test-slow test-gpu table2 table3 table4 table5 figure4 figure4_puzzle tables testbed bench train_text_mdm text_testbed
 
@@ -41,7 +46,7 @@ test-gpu:  ## tests marked gpu (need a CUDA device); says so when none is marked
 	if [ $$status -eq 5 ]; then echo "make test-gpu: no test is marked gpu yet; the GPU paths are measured by scripts/bench_*.py --device cuda"; exit 0; fi; \
 	exit $$status
 
-table2:  ## Table 2 sweep (LLaDA-8B, GPU) and its report under results/table2
+table2:  ## Table 2 sweep (LLaDA-8B, GPU) and its report (reports/table2; OUT=results: results/table2)
 	$(call experiment,table2)
 
 table3:  ## Table 3 sweep (LLaDA-1.5, GPU) and its report
@@ -49,17 +54,17 @@ table3:  ## Table 3 sweep (LLaDA-1.5, GPU) and its report
 
 table4:  ## Table 4 (MDLM rows, then the SEDD row; OWT, T=128); MODEL=tiny LIMIT=2: tiny_mdlm/tiny_sedd on CPU
 	$(call sweep,table4,tiny_mdlm,tiny_owt) \
-	&& $(PYTHON) -m boe_bench -m experiment=table4 progress=false sampler=sedd_analytic \
+	&& $(PYTHON) -m boe_bench -m experiment=table4 sampler=sedd_analytic \
 	$(if $(filter tiny,$(MODEL)),model=tiny_sedd +profile=tiny_owt,model=sedd_small) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA) \
-	&& $(PYTHON) -m boe_bench.report experiment=table4
+	&& $(call report,table4)
 
-table5:  ## Table 5 ablations (GSM8K L=128, one token per step); `make table5 MODEL=tiny LIMIT=4` runs on CPU
+table5:  ## Table 5 ablations (GSM8K L=128, one token per step); MODEL=tiny LIMIT=2 on CPU (19 min, 2 shared cores)
 	$(call experiment,table5)
 
 figure4:  ## Figure 4 accuracy-NFE sweeps and Pareto plots; MODEL=tiny LIMIT=2 on CPU
 	$(call experiment,figure4)
 
-figure4_puzzle:  ## Figure 4's sweep on the trained puzzle model (CPU, about 25 min) -> results/figure4_puzzle
+figure4_puzzle:  ## Figure 4's sweep on the trained puzzle model (CPU, about 25 min) -> reports/figure4_puzzle
 	$(call experiment,figure4_puzzle)
 
 tables: table2 table3 table4 table5 figure4  ## every paper experiment above
@@ -71,11 +76,8 @@ train_text_mdm:  ## train the text MDM (LLaDA architecture, d1 Sudoku/Countdown;
 	$(PYTHON) -m boe_bench.train.text_mdm --out $(TEXT_MDM_RUN)
 	$(PYTHON) -m boe_bench.train.text_curve $(TEXT_MDM_RUN)
 
-text_testbed:  ## Table 2's Sudoku/Countdown columns, 11 samplers x L in {128,256}, on text_mdm (CPU) -> reports/text_testbed
-	$(call experiment,text_testbed)
-
-testbed:  ## every sampler on the self-trained puzzle model -> results/testbed
-	$(PYTHON) scripts/testbed.py
+text_testbed:  ## every sampler on the self-trained puzzle model -> reports/testbed (OUT=results: results/testbed)
+	$(PYTHON) -m boe_bench.experiments.testbed --out $(or $(OUT),reports)/testbed
 
 bench:  ## CPU cost benchmarks -> results/bench (pass --device cuda on a GPU machine)
 	$(PYTHON) scripts/bench_boe.py

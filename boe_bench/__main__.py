@@ -33,12 +33,22 @@ def main(cfg: DictConfig) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         sys.exit(EXIT_CONFIG)
+    print(summary_line(summary, cfg.out_dir))
+
+
+def summary_line(summary: dict, out_dir: str) -> str:
+    """The job's one-line result. A job that found its records complete did nothing: it says
+    so, and labels the wall time as the original run's (not this command's)."""
+    from boe_bench.runner import ALREADY_COMPLETE
+
     score = summary["score"]
-    print(
-        f"{summary['task']['task']}: {summary['primary_metric']}={score if score is None else round(score, 4)} "
-        f"n={summary['n']} mean_nfe={summary['mean_nfe']:.1f} mean_cost={summary['mean_cost_fwd_equiv']:.2f} "
-        f"wall={summary['job_wall_s']:.1f}s -> {cfg.out_dir}"
-    )
+    task = summary["task"]["task"]
+    metric = f"{summary['primary_metric']}={score if score is None else round(score, 4)}"
+    cost = f"mean_nfe={summary['mean_nfe']:.1f} mean_cost={summary['mean_cost_fwd_equiv']:.2f}"
+    if summary.get(ALREADY_COMPLETE):
+        return (f"{task}: already complete (n={summary['n']}), nothing to do; {metric} {cost} "
+                f"original run's wall={summary['job_wall_s']:.1f}s -> {out_dir}")
+    return f"{task}: {metric} n={summary['n']} {cost} wall={summary['job_wall_s']:.1f}s -> {out_dir}"
 
 
 def one_sentence(err: BaseException) -> str | None:

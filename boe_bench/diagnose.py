@@ -23,7 +23,7 @@ then scored by the same yardsticks (a choice outside BoE's candidates is measure
 no TIS). Adaptive and remasking samplers are refused (their steps have no fixed budget).
 The diagnostic forwards are not counted in the decode's NFE.
 
-Writes under ``out_dir`` (default results/diagnostics/<task>/<model>/<sampler>/):
+Writes under ``out_dir`` (default runs/diagnostics/<task>/<model>/<sampler>/, untracked):
 candidates.csv (one row per candidate and step), steps.csv (per step: Spearman rank
 correlations, top-b agreement, regrets), summary.md / summary.json, and diagnose.png.
 Per step, "regret" is mean(c over the b best candidates by c) - mean(c over the chosen b),

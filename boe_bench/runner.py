@@ -30,10 +30,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from boe_bench.errors import ConfigError
 from boe_bench.registry import instantiate  # noqa: F401 (also imported from here)
+from boe_bench.samplers.options import check_sampler_config
 
 EXAMPLES = "examples.jsonl"
 SUMMARY = "summary.json"
 RUN_CONFIG = "run_config.json"
+# Set (in the returned summary only, never on disk) when the job had nothing left to do: its
+# summary, wall times included, is the original run's.
+ALREADY_COMPLETE = "already_complete"
 # Keys that may change between a run and its resumption without changing its records. Every
 # other key is part of the configuration hash, which ends the default out_dir, so changing
 # any result-changing option (rho, empty_cells, data files, batch_size...) selects a fresh
@@ -362,8 +366,13 @@ def finished_summary(summary_path: Path, docs: list[dict], done: set, cfg: DictC
 
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
-    # Checks that need no heavy import and write nothing.
+    # Checks that need no heavy import and write nothing: the settings, then the schedule and
+    # the sampler's options (from the config and the task's class alone: no torch, no data,
+    # no hub), then the paths and the data.
     check_settings(cfg)
+    task = instantiate(cfg.task, "task")  # imports only the task's own module; reads no data
+    schedule = resolve_schedule(cfg, task)
+    check_sampler_config(cfg.sampler)
     out_dir = Path(cfg.out_dir)
     check_out_dir(out_dir)
     check_data_files(cfg.task)
@@ -372,12 +381,10 @@ def run(cfg: DictConfig) -> dict:
         from boe_bench.dispatch.gpuslot import claim_gpu_slot
 
         claim_gpu_slot(cfg.gpu_slots)
-    task = instantiate(cfg.task, "task")
     positioned = shard_positions(task.docs(), cfg.limit, cfg.shard.index, cfg.shard.count)
     docs = [doc for _, doc in positioned]
     check_docs(task, docs)
-    # From here on torch is imported (the schedule and sampler live with the samplers).
-    schedule = resolve_schedule(cfg, task)
+    # From here on torch is imported (the sampler's module).
     sampler = instantiate(cfg.sampler, "sampler")
 
     examples_path, summary_path = out_dir / shard_name(EXAMPLES, cfg), out_dir / shard_name(SUMMARY, cfg)
@@ -388,7 +395,7 @@ def run(cfg: DictConfig) -> dict:
         write_run_config(out_dir, cfg)
     done = {r["id"] for r in existing}
     if (finished := finished_summary(summary_path, docs, done, cfg)) is not None:
-        return finished
+        return {**finished, ALREADY_COMPLETE: True}
     # Fixed batches by position, so a resumed job redoes a torn batch exactly as it was.
     batches = [positioned[i : i + cfg.batch_size] for i in range(0, len(positioned), cfg.batch_size)]
     pending = [batch for batch in batches if any(doc["id"] not in done for _, doc in batch)]

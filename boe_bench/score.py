@@ -20,8 +20,9 @@ behave as in ``python -m boe_bench``. Completions are scored in this process's m
 (``workers=1``) or in ``workers`` processes, never in threads: MATH-500's ``math_verify`` and
 answer comparison time out by SIGALRM, which only a main thread receives. Only the task's
 module is imported, no model code. The summary (task, metrics, n, coverage, per-record
-results) is written to ``out`` (default: ``<predictions>.summary.json``; its directory must
-exist) and its metrics are printed; stderr says how many of the task's ids were scored and,
+results) is written to ``out`` (its directory must exist; default:
+``runs/rescored/<task>/<predictions' directory>-<stem>.summary.json``, never into a run's
+directory) and its metrics are printed; stderr says how many of the task's ids were scored and,
 for code tasks, which sandbox walls stand.
 
 Nothing scored is lost: each row is appended to ``<out>.rows.jsonl`` (flushed and synced) as
@@ -47,8 +48,11 @@ from boe_bench.tasks.base import existing_file, jsonl_rows
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 OWN_KEYS = ("predictions", "out", "workers")
-# Tasks whose generations are text, each with its own protocols (shown in the usage text).
-TEXT_TASKS = ("gsm8k", "math500", "humaneval", "mbpp", "countdown", "sudoku")
+# Every task config, each with its protocols (shown in the usage text).
+TASK_NAMES = tuple(sorted(p.stem for p in (CONFIGS / "task").glob("*.yaml")))
+# Where the summary goes when no out= is given: never beside the predictions, which may be a
+# run's examples.jsonl (its directory belongs to the runner).
+DEFAULT_OUT = Path("runs/rescored")
 
 
 def task_class(name: str) -> type:
@@ -63,7 +67,7 @@ def usage() -> str:
     lines = ["usage: python -m boe_bench.score task=<name> predictions=<file.jsonl> [out=<file>] [workers=N] "
              "[task.data_files=<local copy>] [task.protocol=<p>] [task.<key>=...]",
              "task.protocol (the default first):"]
-    for name in TEXT_TASKS:
+    for name in TASK_NAMES:
         protocols = task_class(name).protocols
         lines += [f"  {name}: " + "; ".join(f"{p} = {meaning}" for p, meaning in protocols.items())]
     return "\n".join(lines)
@@ -224,10 +228,15 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     if not workers.isdigit() or int(workers) < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     options["workers"] = int(workers)
-    out = Path(options.get("out") or Path(options["predictions"]).with_suffix(".summary.json"))
-    if not out.parent.is_dir() or out.is_dir():
+    if options.get("out"):
+        out = Path(options["out"])
+    else:
+        task = next(o for o in overrides if o.startswith("task=")).partition("=")[2]
+        predictions = Path(options["predictions"]).resolve()
+        out = DEFAULT_OUT / task / f"{predictions.parent.name}-{predictions.stem}.summary.json"
+    if (options.get("out") and not out.parent.is_dir()) or out.is_dir():
         raise ConfigError(f"out={out} cannot be written: {'it is a directory' if out.is_dir() else 'its directory does not exist'}")
-    if not os.access(out.parent, os.W_OK):
+    if out.parent.is_dir() and not os.access(out.parent, os.W_OK):
         raise ConfigError(f"out={out} cannot be written: its directory is read-only")
     options["out"] = out
     return options, overrides
@@ -266,6 +275,7 @@ def main(argv: list[str]) -> int:
             task = instantiate(cfg.task, "task")
             check_ids(task, {d["id"]: d for d in task.docs()}, predictions)
             out = options["out"]
+            out.parent.mkdir(parents=True, exist_ok=True)  # the default's directory (a given out's exists)
             digest = hashlib.sha256(Path(options["predictions"]).read_bytes()).hexdigest()
             log = RowLog(out.with_name(out.name + ".rows.jsonl"), {"task": task.describe(), "predictions": digest})
             if log.done:

@@ -120,26 +120,25 @@ def gold_row(task_name: str, overrides: list[str], label: str, limit: int | None
     return (label, "gold scores 1.0", got if ok else f"{got}; wrong: {', '.join(sorted(failed - expected_fail)[:5])}", ok)
 
 
-def task_rows(full: bool, data: dict[str, str]) -> list[tuple]:
+def task_rows(full: bool, data: dict[str, str]):
+    """One row per task check, yielded as each finishes (main prints it at once)."""
     from boe_bench.tasks import TASKS
 
-    rows = []
     for name in TASKS.names():
         if name == "owt":
-            rows.append(("task owt", "no gold answer", "skipped (text metrics only)", True))
+            yield ("task owt", "no gold answer", "skipped (text metrics only)", True)
             continue
         if name in SLICES:
             value = SLICES[name]
             paths = {k: str(SLICE / v) for k, v in value.items()} if isinstance(value, dict) else str(SLICE / value)
-            rows.append(gold_row(name, data_override(name, paths), f"task {name} (shipped slice)"))
+            yield gold_row(name, data_override(name, paths), f"task {name} (shipped slice)")
             if full:
                 given = data.get(name)
                 if given and isinstance(paths, dict):  # a test-split file; the shots stay the shipped ones
                     given = {**paths, "test": given}
-                rows.append(gold_row(name, data_override(name, given) if given else [], f"task {name} (full set)", workers=4))
+                yield gold_row(name, data_override(name, given) if given else [], f"task {name} (full set)", workers=4)
         else:
-            rows.append(gold_row(name, [], f"task {name} (shipped data, 20 docs)", limit=20))
-    return rows
+            yield gold_row(name, [], f"task {name} (shipped data, 20 docs)", limit=20)
 
 
 def sandbox_rows() -> list[tuple]:
@@ -151,12 +150,12 @@ def sandbox_rows() -> list[tuple]:
     return rows
 
 
-def sampler_rows(only: list[str] | None = None) -> list[tuple]:
+def sampler_rows(only: list[str] | None = None):
+    """One row per sampler, yielded as its decode finishes."""
     from hydra import compose, initialize_config_dir
 
     from boe_bench.runner import run
 
-    rows = []
     for config in sorted((CONFIGS / "sampler").glob("*.yaml")):
         name = config.stem
         if only and name not in only:
@@ -170,16 +169,27 @@ def sampler_rows(only: list[str] | None = None) -> list[tuple]:
                 got, ok = f"decoded {summary['n']} prompts", summary["n"] == 2
             except Exception as err:  # a table row, not a traceback: the user sees every failure at once
                 got, ok = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}", False
-        rows.append((f"sampler {name}", "decodes on tiny", got, ok))
-    return rows
+        yield (f"sampler {name}", "decodes on tiny", got, ok)
 
 
-def print_table(rows: list[tuple]) -> None:
-    header = ("component", "expected", "got", "ok")
-    table = [header] + [(a, b, c, "ok" if d else "FAIL") for a, b, c, d in rows]
-    widths = [min(60, max(len(str(r[i])) for r in table)) for i in range(3)]
-    for r in table:
-        print("  ".join(str(r[i])[:200].ljust(widths[i]) for i in range(3)) + "  " + r[3])
+# Column widths fixed in advance, so each row prints the moment its check ends (a long check,
+# the sandbox battery or a sampler's decode, no longer hides every finished row).
+WIDTHS = (44, 24, 60)
+
+
+def print_row(component, expected, got, ok) -> None:
+    cells = (component, expected, got)
+    print("  ".join(str(c)[:200].ljust(w) for c, w in zip(cells, WIDTHS)) + "  " + ok, flush=True)
+
+
+def print_table(rows) -> list[tuple]:
+    """Print the header, then each row as ``rows`` yields it; returns the rows."""
+    print_row("component", "expected", "got", "ok")
+    done = []
+    for row in rows:
+        print_row(*row[:3], "ok" if row[3] else "FAIL")
+        done.append(row)
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,12 +208,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --data needs TASK=PATH, got {item!r}", file=sys.stderr)
             return 2
         data[name] = path
-    rows = task_rows(args.full, data)
-    if not args.skip_sandbox:
-        rows += sandbox_rows()
-    if not args.skip_samplers:
-        rows += sampler_rows([n for n in args.samplers.split(",") if n])
-    print_table(rows)
+    def checks():
+        yield from task_rows(args.full, data)
+        if not args.skip_sandbox:
+            yield from sandbox_rows()
+        if not args.skip_samplers:
+            yield from sampler_rows([n for n in args.samplers.split(",") if n])
+
+    rows = print_table(checks())
     failed = [r[0] for r in rows if not r[3]]
     print(f"\n{len(rows) - len(failed)}/{len(rows)} checks passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

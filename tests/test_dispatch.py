@@ -85,7 +85,8 @@ def test_a_finished_job_is_skipped_without_loading_its_model(tmp_path, monkeypat
         return building(node, what)
 
     monkeypatch.setattr(runner, "instantiate", refuse_models)
-    assert run_job(tmp_path) == first
+    again = run_job(tmp_path)
+    assert again.pop(runner.ALREADY_COMPLETE) is True and again == first
     assert (tmp_path / "summary.json").stat().st_mtime_ns == stamp
     # More documents than the stored summary covers: the job runs (and needs its model).
     with pytest.raises(AssertionError, match="loaded its model"):

@@ -121,3 +121,45 @@ def test_data_parallel_ranks_gather_to_the_single_process_result(tmp_path):
     assert sorted(single) == sorted(parallel) == [0, 1, 2, 3]
     assert parallel == single
     assert len({str(r) for r in single.values()}) > 1  # the documents got different generations
+
+
+def test_shipped_gsm8k_local_task_runs_offline_on_the_fixture_slice(monkeypatch):
+    """Issue 24: the README's lm-eval command failed with a hub traceback. The shipped
+    gsm8k_local task reads local files; the protocol is lm-eval's gsm8k (shots from the train
+    file, both filters)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from boe_bench.integrations.lm_eval import LOCAL_TASKS, BoeMDM, with_local_tasks
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = simple_evaluate(model=BoeMDM(**MODEL_ARGS, batch_size=1), tasks=["gsm8k_local"],
+                             task_manager=TaskManager(include_path=str(LOCAL_TASKS)), limit=2, num_fewshot=1,
+                             log_samples=True)
+    assert {"exact_match,strict-match", "exact_match,flexible-extract"} <= set(result["results"]["gsm8k_local"])
+    test_rows = [json.loads(line) for line in (FIX / "gsm8k_test.jsonl").read_text().splitlines()]
+    train = (FIX / "gsm8k_train.jsonl").read_text()
+    for sample in result["samples"]["gsm8k_local"]:
+        context = sample["arguments"][0][0]
+        question = test_rows[sample["doc_id"]]["question"]
+        assert context.endswith(f"Question: {question}\nAnswer:") and context.count("Question:") == 2
+        shot = context.split("Question: ")[1].split("\nAnswer:")[0]
+        assert json.dumps(shot)[1:-1] in train  # the shot comes from the local train file
+    assert with_local_tasks(["--tasks", "x"])[-2:] == ["--include_path", str(LOCAL_TASKS)]
+    assert with_local_tasks(["--include_path", "mine"]) == ["--include_path", "mine"]
+
+
+@pytest.mark.slow  # a fresh interpreter importing lm-eval, torch and transformers
+def test_readme_lm_eval_command_runs_as_written_offline(tmp_path):
+    """The README's offline lm-eval command, copied from the README and run from another
+    directory with the hub unreachable."""
+    readme = (ROOT / "README.md").read_text()
+    command = next(block for block in readme.split("```") if "--tasks gsm8k_local" in block)
+    command = " ".join(line.rstrip("\\").strip() for line in command.strip().splitlines() if line.strip()
+                       and not line.startswith("bash"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    result = subprocess.run(command.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "gsm8k_local" in result.stdout and "flexible-extract" in result.stdout

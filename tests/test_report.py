@@ -230,11 +230,52 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto_front(points, "nfe")["nfe"].tolist() == [10, 30]
 
 
-def test_tied_cells_share_their_mark():
+def test_tied_cells_get_no_mark():
+    """Issue 24: a column where every row ties (all 0 on a random model) was all bold."""
     from boe_bench.report.tables import rank_marks
 
     marks = rank_marks(pd.Series({"a": 50.0, "b": 50.0, "c": 40.0, "d": float("nan"), "e": 10.0}))
-    assert marks == {"a": "best", "b": "best", "c": "second"}
+    assert marks == {"c": "second"}
+    assert rank_marks(pd.Series({"a": 0.0, "b": 0.0, "c": 0.0})) == {}
+    assert rank_marks(pd.Series({"a": 0.5, "b": 0.25, "c": 0.0})) == {"a": "best", "b": "second"}
+
+
+def with_model_target(path, target):
+    """Record the model config a run used, as the runner's summary does."""
+    summary = json.loads((path / "summary.json").read_text())
+    summary["config"] = {"model": {"_target_": target}}
+    (path / "summary.json").write_text(json.dumps(summary))
+
+
+def test_random_weight_and_one_example_sections_carry_a_banner_and_no_marks(tmp_path):
+    runs, paper = tmp_path / "runs", tmp_path / "paper"
+    for sampler, outcomes in (("boe", [0]), ("confidence", [0]), ("boe_rho025", [1])):
+        with_model_target(write_run(runs, "table5", "gsm8k", sampler, 128, 128, outcomes, 128),
+                          "boe_bench.models.tiny.build_tiny")
+    for sampler, outcomes in (("boe", [1, 1, 0]), ("confidence", [1, 0, 0])):
+        with_model_target(write_run(runs, "table5", "gsm8k", sampler, 128, 128, outcomes, 128, model="llada_8b_base"),
+                          "boe_bench.models.llada.build_llada")
+    markdown = (report("table5", runs, tmp_path / "reports", paper) / "table.md").read_text()
+    tiny, real = markdown.split("\n## tiny\n")[1], markdown.split("\n## llada_8b_base\n")[1].split("\n## tiny\n")[0]
+    assert "> **Random weights: scores are noise" in tiny and "> **n=1 example(s) in a cell: no interval" in tiny
+    assert "**" not in tiny.split("n per cell")[1].split("###")[0]  # no bold (or underline) in its table
+    assert "<u>" not in tiny.split("n per cell")[1].split("###")[0]
+    assert "Random weights" not in real and "**66.7 [" in real  # a trained model with n=3 ranks as before
+    # The paired row on one example: no [nan, nan], no p.
+    paired = table_rows(tiny, "| BoE minus")
+    assert paired["Confidence (Top-1)"][1] == "+0.0 [–] p=1 (0/0) |", paired
+    assert "nan" not in markdown
+
+
+def test_report_writes_reports_not_results_by_default(tmp_path, monkeypatch):
+    """Issue 24: `make table5 MODEL=tiny` rewrote the committed results/table5/."""
+    runs = tmp_path / "runs"
+    write_run(runs, "table5", "gsm8k", "boe", 128, 128, [1, 0], 128)
+    monkeypatch.chdir(tmp_path)
+    assert report_cli(["experiment=table5", f"root={runs}"]) == 0
+    assert (tmp_path / "reports" / "table5" / "table.md").exists() and not (tmp_path / "results").exists()
+    assert report_cli(["experiment=table5", f"root={runs}", "out=results"]) == 0
+    assert (tmp_path / "results" / "table5" / "table.md").exists()
 
 
 def test_table4_rows_span_two_models_with_text_metric_intervals(tmp_path, monkeypatch):

@@ -87,10 +87,16 @@ def test_killed_run_resumes_without_duplicates_or_losses(tmp_path):
 
 
 def test_rerun_of_finished_job_is_a_no_op_and_larger_limit_extends(tmp_path):
-    run_cli(*JOB, "limit=2", out_dir=tmp_path)
+    first = run_cli(*JOB, "limit=2", out_dir=tmp_path)
+    assert "already complete" not in first.stdout
     before = (tmp_path / "examples.jsonl").read_text()
-    run_cli(*JOB, "limit=2", out_dir=tmp_path)
+    again = run_cli(*JOB, "limit=2", out_dir=tmp_path)
     assert (tmp_path / "examples.jsonl").read_text() == before
+    # Issue 24: the no-op said wall=<the original run's time> as if it had just run.
+    original = json.loads((tmp_path / "summary.json").read_text())["job_wall_s"]
+    assert "gsm8k: already complete (n=2), nothing to do;" in again.stdout, again.stdout
+    assert f"original run's wall={original:.1f}s" in again.stdout and again.stdout.count("wall=") == 1
+    assert "already_complete" not in json.loads((tmp_path / "summary.json").read_text())
     run_cli(*JOB, "limit=3", out_dir=tmp_path)
     assert [r["id"] for r in records(tmp_path)] == ["gsm8k-0", "gsm8k-1", "gsm8k-2"]
 
@@ -202,6 +208,52 @@ def test_data_and_setting_errors_speak_before_torch_is_imported(tmp_path, bad):
     assert "refused:" in result.stdout and "torch imported: False" in result.stdout, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("bad, says", [
+    (["gen_length=100", "block_length=32"], "gen_length=100 is not divisible by block_length=32"),
+    (["steps=7"], "steps=7 is not divisible by the number of blocks"),
+    (["sampler=boe", "sampler.rho=1.5"], "boe rho must be in (0, 1], got 1.5"),
+    (["sampler=remdm", "sampler.nucleus_p=0"], "nucleus_p must be in (0, 1]"),
+    (["sampler=fast_dllm", "sampler.threshold=2"], "fast_dllm threshold must be in (0, 1]"),
+    (["sampler=boe", "sampler.rho=abc"], "sampler options of the wrong type"),
+])
+def test_schedule_and_sampler_options_are_refused_before_torch_and_before_data(tmp_path, bad, says):
+    """Issue 24: a bad schedule was reported after the hub error about the data (data files
+    absent here on purpose: the schedule speaks first), and sampler options only after the
+    model had loaded. Both are now refused from the config, with torch not yet imported."""
+    overrides = ["model=tiny", "task=gsm8k", "sampler=confidence", "gen_length=32", "steps=32", "block_length=16",
+                 "task.data_files.test=/nonexistent/test.jsonl"]
+    keys = {b.split("=")[0] for b in bad}
+    overrides = [o for o in overrides if o.split("=")[0] not in keys]
+    if "steps" in keys:  # 256 tokens in blocks of 32: 8 blocks
+        overrides = [o for o in overrides if o.split("=")[0] not in ("gen_length", "block_length")]
+    result = subprocess.run([sys.executable, "-c", CHECK_WITHOUT_TORCH, str(ROOT / "configs"), *overrides, *bad,
+                             f"out_dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=ROOT, env=env(),
+                            timeout=300)
+    assert f"refused: {says}" in result.stdout or (says in result.stdout and "refused:" in result.stdout), \
+        result.stdout + result.stderr
+    assert "torch imported: False" in result.stdout, result.stdout
+    assert "does not exist" not in result.stdout  # the data was not looked at first
+
+
+def test_the_sampler_checks_cover_every_sampler_config():
+    """Each configs/sampler/*.yaml builds a class the pre-torch checks know, with options they
+    accept as the class does (its own config passes both)."""
+    from omegaconf import OmegaConf
+
+    from boe_bench.samplers.options import CHECKS, check_sampler_config
+
+    for path in sorted((ROOT / "configs" / "sampler").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        if "defaults" in node:  # a variant (boe_rho010...) of a base config
+            node = OmegaConf.merge(OmegaConf.load(path.parent / f"{node.defaults[0]}.yaml"),
+                                   OmegaConf.masked_copy(node, [k for k in node if k != "defaults"]))
+        target = node._target_
+        if target.endswith(("fb.ForwardBackwardSampler", "remdm_llada.ReMDMLLaDASampler", "sedd.SEDDAnalyticSampler")):
+            continue  # no option to check before the model
+        assert target in CHECKS, path.name
+        check_sampler_config(node)
+
+
 def test_a_refused_command_does_not_block_its_fix(tmp_path):
     """Issue 17.1: a refused job left run_config.json behind, so the corrected command in the
     same out_dir was refused as 'a different configuration' though no record existed."""
@@ -256,6 +308,7 @@ def test_a_sweep_over_an_option_outside_the_path_runs_every_cell_and_resumes(tmp
     again = subprocess.run(sweep, capture_output=True, text=True, cwd=tmp_path, env=sweep_env(), timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert [(run / "summary.json").stat().st_mtime_ns for run in runs] == stamps  # found, finished, skipped
+    assert again.stdout.count("already complete (n=1), nothing to do") == 2, again.stdout
 
 
 @pytest.mark.parametrize("torn", ["summary.json", "run_config.json"])

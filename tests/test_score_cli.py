@@ -72,6 +72,27 @@ def test_usage_names_each_tasks_protocols_and_tasks_refuse_others(tmp_path, caps
     assert "task countdown implements protocol 'd1', not 'lmeval'" in capsys.readouterr().err
 
 
+def test_usage_lists_every_task_config_with_its_protocols(capsys):
+    """Issue 24: owt and sudoku_grid were missing from the usage text."""
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    for task in sorted(p.stem for p in (ROOT / "configs" / "task").glob("*.yaml")):
+        assert f"\n  {task}: " in err, task
+    assert "owt: remdm = " in err and "sudoku_grid: grid = " in err
+
+
+def test_default_summary_goes_under_runs_not_into_the_run_directory(tmp_path, monkeypatch):
+    """Issue 24: score wrote examples.summary.json into the runner's directory."""
+    run = tmp_path / "some_run"
+    run.mkdir()
+    predictions = write(run / "examples.jsonl", [{"id": "countdown-0", "completion": "1+2"}])
+    monkeypatch.chdir(tmp_path)
+    assert main(["task=countdown", f"predictions={predictions}"]) == 0
+    assert sorted(p.name for p in run.iterdir()) == ["examples.jsonl"]
+    written = tmp_path / "runs" / "rescored" / "countdown" / "some_run-examples.summary.json"
+    assert json.loads(written.read_text())["n"] == 1
+
+
 def test_hub_failure_names_the_override(monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError("offline")

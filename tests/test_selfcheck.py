@@ -29,6 +29,23 @@ def test_selfcheck_exits_non_zero_when_a_scorer_is_broken(task_class, monkeypatc
     assert f"FAILED: task {task_class.__name__.lower()}" in out.replace("GSM8K", "gsm8k")
 
 
+def test_selfcheck_streams_each_row_as_it_finishes(monkeypatch, capsys):
+    """Issue 24: nothing was printed until the last check ended. The task rows are on stdout
+    before the sampler decodes start."""
+    seen = {}
+
+    def sampler_rows(only):
+        seen["printed before the samplers"] = capsys.readouterr().out
+        yield ("sampler fake", "decodes on tiny", "decoded 2 prompts", True)
+
+    monkeypatch.setattr(selfcheck, "sampler_rows", sampler_rows)
+    assert selfcheck.main(["--skip-sandbox"]) == 0
+    early = seen["printed before the samplers"]
+    assert early.splitlines()[0].startswith("component") and "task gsm8k (shipped slice)" in early
+    later = capsys.readouterr().out
+    assert "sampler fake" in later and "task gsm8k" not in later
+
+
 def test_selfcheck_rejects_bad_arguments(capsys):
     assert selfcheck.main(["--data", "no-equals-sign"]) == 2
     assert "TASK=PATH" in capsys.readouterr().err

@@ -50,3 +50,38 @@ def test_prompt_is_d1_chat_with_reasoning_prefill(tiny_llada):
 
 def test_short_grids_are_padded_like_d1():
     assert extract_grid("<answer>1234</answer>") == "1234" + "0" * 12
+
+
+def test_a_different_valid_solution_is_valid_cell_by_cell_though_d1_scores_it_low():
+    """Issue 24: with few givens a puzzle has many solutions; d1's cell accuracy compares with
+    the one stored, the validity metrics with the rules."""
+    stored, other = "1234341221434321", "2143432112343412"  # both valid 4x4 grids
+    doc = {"id": "x", "puzzle": "0" * 16, "solution": stored}
+    metrics = TASK.score(doc, f"<answer>\n{other}\n</answer>")
+    assert metrics["solved"] == 0.0 and metrics["cell_accuracy"] == 0.0
+    assert metrics["valid_cell_accuracy"] == 1.0 and metrics["solved_valid"] == 1.0
+    # Cell 0 set to 1: it clashes with cell 1 (row and box) and cell 8 (column); those three fail.
+    broken = "1" + other[1:]
+    metrics = TASK.score(doc, f"<answer>{broken}</answer>")
+    assert metrics["valid_cells"] == 13 and metrics["solved_valid"] == 0.0
+    # A given overwritten: the grid may be valid, but it does not solve this puzzle.
+    assert TASK.score({**doc, "puzzle": "1" + "0" * 15}, other)["solved_valid"] == 0.0
+    assert TASK.score(doc, "<answer>12ab</answer>")["valid_cells"] == 2  # letters are no digits
+    records = [{"metrics": TASK.score(doc, other)}, {"metrics": TASK.score(doc, "")}]
+    pooled = TASK.aggregate(records)
+    assert pooled["valid_cell_accuracy"] == 0.5 and pooled["solved_valid"] == 0.5 and pooled["cell_accuracy"] == 0.0
+
+
+def test_sudoku_grid_solved_with_a_different_grid_has_full_valid_cell_accuracy():
+    import random
+
+    from boe_bench.models.puzzle import GridShape, random_grid
+    from boe_bench.tasks.sudoku_grid import SudokuGrid
+
+    task = SudokuGrid(grid=9, empty_cells=81, n_puzzles=1)
+    doc = task.docs()[0]
+    other = random_grid(GridShape.named(9), random.Random(12345))
+    metrics = task.score(doc, "".join(map(str, other)))
+    assert metrics["solved"] == 1.0 and metrics["valid_cell_accuracy"] == 1.0
+    assert metrics["cell_accuracy"] < 0.5
+    assert task.score(doc, "".join(map(str, doc["solution"])))["cell_accuracy"] == 1.0

@@ -40,8 +40,10 @@ def test_the_report_pushes_tables_and_plots_offline(tmp_path):
 
     write_summary(tmp_path / "runs", "table5", "gsm8k", "boe", 128, 64, 0.5, 64)
     write_summary(tmp_path / "runs", "table5", "gsm8k", "confidence", 128, 64, 0.4, 64)
-    destination = report("table5", tmp_path / "runs", tmp_path / "results", tmp_path / "paper", wandb_mode="offline")
-    runs = offline_runs(destination)
+    destination = report("table5", tmp_path / "runs", tmp_path / "results", tmp_path / "paper", wandb_mode="offline",
+                         wandb_dir=tmp_path / "wandb" / "table5")
+    assert not (destination / "wandb").exists()  # issue 24: W&B's files are not results
+    runs = offline_runs(tmp_path / "wandb" / "table5")
     assert len(runs) == 1
     saved = {p.name for p in runs[0].glob("files/*")}
     assert {"table.md", "table.tex", "pareto_gsm8k_tiny.png"} <= saved

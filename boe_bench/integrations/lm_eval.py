@@ -12,7 +12,12 @@ batch size is lm-eval's ``--batch_size`` (its CLI always passes one, so not in m
 Data parallel: launch with ``torchrun --nproc_per_node=N -m boe_bench.integrations.lm_eval ...``;
 lm-eval >= 0.4.12 gathers through ``all_gather``/``gather_object``/``barrier``, implemented here
 over torch.distributed. lm-eval's registry has no plugin discovery, so this module registers the
-model and then hands over to lm-eval's own CLI.
+model and then hands over to lm-eval's own CLI, with ``--include_path`` set to the shipped task
+YAMLs (``lm_eval_tasks/``) unless one is given. Offline, on the shipped GSM8K slice:
+
+    HF_DATASETS_OFFLINE=1 python -m boe_bench.integrations.lm_eval --model boe_mdm \\
+        --model_args model=tiny,sampler=confidence,gen_length=32,steps=16,block_length=16 \\
+        --tasks gsm8k_local --num_fewshot 1 --limit 2 --batch_size 1
 """
 from __future__ import annotations
 
@@ -154,10 +159,24 @@ class BoeMDM(LM):
             dist.barrier()
 
 
+# Task YAMLs for our benchmarks' local files (gsm8k_local: the GSM8K protocol without the hub).
+LOCAL_TASKS = Path(__file__).resolve().parent / "lm_eval_tasks"
+
+
+def with_local_tasks(argv: list[str]) -> list[str]:
+    """``argv`` with ``--include_path`` to the shipped task YAMLs when none is given, so
+    ``--tasks gsm8k_local`` runs offline as written (lm-eval takes one include path; a user's
+    own replaces ours)."""
+    if any(a == "--include_path" or a.startswith("--include_path=") for a in argv):
+        return argv
+    return [*argv, "--include_path", str(LOCAL_TASKS)]
+
+
 def main() -> None:
     from lm_eval.__main__ import cli_evaluate
 
     torch.manual_seed(1234)
+    sys.argv = [sys.argv[0], *with_local_tasks(sys.argv[1:])]
     cli_evaluate()
 
 

@@ -73,7 +73,7 @@ def log_run(cfg: DictConfig, summary: dict, records: list[dict]) -> Path:
 
 
 def log_report(experiment: str, frame, files: list[Path], project: str = "boe_bench", mode: str = "offline",
-               directory: Path = Path("results")) -> Path:
+               directory: Path = Path("wandb")) -> Path:
     """The collected runs as a table, one accuracy-NFE line series per task (a curve per
     sampler), and the report's files (tables, Pareto PNGs) as a report job of the group."""
     wandb = _wandb()

@@ -1,17 +1,21 @@
 """Tables and Pareto curves from finished runs, beside the paper's numbers, with intervals.
 
-    python -m boe_bench.report experiment=table5 [root=runs] [out=results] [wandb=offline|online]
+    python -m boe_bench.report experiment=table5 [root=runs] [out=reports] [wandb=offline|online]
 
 Collects every ``summary.json`` under ``<root>/<experiment>/`` (<task>/<model>/<sampler>/<run>)
-and its ``examples.jsonl`` and writes ``<out>/<experiment>/``: ``runs.csv`` (one row per run,
+and its ``examples.jsonl`` and writes ``<out>/<experiment>/`` (``reports/``, untracked, unless
+``out=results`` asks to replace the committed report; W&B's files go to ``wandb/<experiment>/``): ``runs.csv`` (one row per run,
 with 95% intervals), ``table.md`` and ``table.tex`` (the paper's rows, in its order, as the
 overlay's ``paper_rows`` names them, x task@length; ours with its 95% interval, the paper's
 number and our difference beside it where ``results/paper/<experiment>.csv`` has the cell, a
-dagger where the paper's number is outside our interval; best bold, second underlined), the
+dagger where the paper's number is outside our interval; best bold, second underlined, unless
+tied), the
 paired comparison of BoE with every other row on the same examples, and
 ``pareto_<task>_<model>.png``/``.svg`` (score against NFE and against cost with interval bars,
 one curve per row, the Pareto frontier marked). Cells the experiment sweeps but no run has
-finished print as "–", never as 0; runs outside the paper's rows are marked "(extra)".
+finished print as "–", never as 0; runs outside the paper's rows are marked "(extra)". A section
+of random-weight models or of cells with fewer than two examples opens with a banner saying
+its numbers are noise / carry no interval, and its plots say so in their title.
 """
 from __future__ import annotations
 
@@ -46,8 +50,25 @@ def sections_of(frame, rows):
     return list(frame.groupby("model"))
 
 
-def report(experiment: str, root: Path = Path("runs"), out: Path = Path("results"),
-           paper_dir: Path = Path("results/paper"), wandb_mode: str | None = None) -> Path:
+def noise(runs) -> bool:
+    """Whether a section's numbers rank nothing: random weights, or a cell of one example."""
+    return bool(runs["random_weights"].fillna(False).astype(bool).any()) or int(runs["n"].min()) < 2
+
+
+def banner(runs) -> str:
+    """What a reader must know before reading a section's numbers (empty when nothing)."""
+    notes = []
+    if bool(runs["random_weights"].fillna(False).astype(bool).any()):
+        notes.append("Random weights: scores are noise; this section shows that every cell runs and reports, "
+                     "not how the samplers compare")
+    if int(runs["n"].min()) < 2:
+        notes.append(f"n={int(runs['n'].min())} example(s) in a cell: no interval, no test, no ranking")
+    return "".join(f"> **{note}.**\n" for note in notes) + ("\n" if notes else "")
+
+
+def report(experiment: str, root: Path = Path("runs"), out: Path = Path("reports"),
+           paper_dir: Path = Path("results/paper"), wandb_mode: str | None = None,
+           wandb_dir: Path | None = None) -> Path:
     found: dict = {}
     frame = collect(root / experiment, keep=found)
     if frame.empty:
@@ -64,8 +85,9 @@ def report(experiment: str, root: Path = Path("runs"), out: Path = Path("results
               else f"No paper numbers for this experiment ({paper_dir / experiment}.csv does not exist).")
     sections, latex = [f"# {experiment}\n\n{NOTES} {beside}\n"], []
     for model, runs in sections_of(frame, rows):
-        markdown, tex = table(runs, paper, axes, order, found)
-        sections.append(f"## {model}\n\nn per cell: {', '.join(str(n) for n in sorted(runs['n'].unique()))}.\n\n{markdown}\n")
+        markdown, tex = table(runs, paper, axes, order, found, ranked=not noise(runs))
+        sections.append(f"## {model}\n\n{banner(runs)}n per cell: {', '.join(str(n) for n in sorted(runs['n'].unique()))}."
+                        f"\n\n{markdown}\n")
         paired = paired_table(runs, found, order)
         if paired:
             sections.append(f"### {model}: BoE against each row, paired\n\n{PAIRED_NOTE}\n\n{paired}\n")
@@ -76,6 +98,7 @@ def report(experiment: str, root: Path = Path("runs"), out: Path = Path("results
     if wandb_mode:
         from boe_bench.integrations.wandb_logger import log_report
 
-        log_report(experiment, frame, files, mode=wandb_mode, directory=destination)
+        # Never beside the report: W&B's files are not results (`wandb/` is untracked).
+        log_report(experiment, frame, files, mode=wandb_mode, directory=wandb_dir or Path("wandb") / experiment)
     print("\n".join(sections))
     return destination

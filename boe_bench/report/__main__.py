@@ -1,11 +1,14 @@
-"""``python -m boe_bench.report experiment=<name> [root=runs] [out=results] [paper=results/paper] [wandb=offline]``"""
+"""``python -m boe_bench.report experiment=<name> [root=runs] [out=reports] [paper=results/paper] [wandb=offline]``
+
+The report goes to reports/<name>/ (untracked); out=results replaces the committed one.
+"""
 import sys
 from pathlib import Path
 
 from boe_bench.errors import ConfigError
 from boe_bench.report import report
 
-USAGE = "usage: python -m boe_bench.report experiment=<name> [root=runs] [out=results] [paper=results/paper] [wandb=offline|online]"
+USAGE = "usage: python -m boe_bench.report experiment=<name> [root=runs] [out=reports] [paper=results/paper] [wandb=offline|online]"
 
 
 def main(argv: list[str]) -> int:
@@ -18,7 +21,7 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     try:
-        report(options["experiment"], Path(options.get("root", "runs")), Path(options.get("out", "results")),
+        report(options["experiment"], Path(options.get("root", "runs")), Path(options.get("out", "reports")),
                Path(options.get("paper", "results/paper")), options.get("wandb"))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -12,7 +12,7 @@ from boe_bench.report.intervals import Estimator, estimators
 
 COLUMNS = ["task", "model", "sampler", "gen_length", "steps", "block_length", "metric", "score", "score_lo",
            "score_hi", "n", "nfe", "nfe_lo", "nfe_hi", "cost", "cost_lo", "cost_hi", "generation_wall_s", "wall_s",
-           "merged_shards", "device", "path"]
+           "merged_shards", "device", "random_weights", "path"]
 PAPER_COLUMNS = ["table", "model", "task", "gen_length", "sampler", "metric", "value", "unit", "row", "source_note"]
 
 
@@ -24,6 +24,13 @@ def interval_columns(found: dict[str, Estimator], primary: str, metrics: dict) -
         if name in found:
             out[f"{prefix}_lo"], out[f"{prefix}_hi"] = found[name].interval()
     return out
+
+
+def random_weights(summary: dict) -> bool:
+    """Whether the run's model is one of the random-initialised stand-ins (``build_tiny*``:
+    tiny, tiny_dream, tiny_mdlm, tiny_sedd), whose scores are noise."""
+    target = str(summary.get("config", {}).get("model", {}).get("_target_", ""))
+    return target.rsplit(".", 1)[-1].startswith("build_tiny")
 
 
 def collect(root: Path, keep: dict[str, dict[str, Estimator]] | None = None) -> pd.DataFrame:
@@ -48,6 +55,7 @@ def collect(root: Path, keep: dict[str, dict[str, Estimator]] | None = None) -> 
             "merged_shards": summary.get("merged_shards", 1),
             # The machine the wall-clock was measured on.
             "device": summary.get("environment", {}).get("device"), "path": str(path.parent),
+            "random_weights": random_weights(summary),
             # Secondary metrics (OWT: gen PPL, entropy beside MAUVE) for runs.csv and W&B.
             **{f"metric:{k}": v for k, v in summary.get("metrics", {}).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)},

@@ -29,6 +29,16 @@ def error_bars(curve: pd.DataFrame, column: str, factor: float):
     return [factor * below.to_numpy(), factor * above.to_numpy()]
 
 
+def plot_warning(group: pd.DataFrame) -> str:
+    """A title line for plots whose points say nothing about the samplers."""
+    notes = []
+    if "random_weights" in group and bool(group["random_weights"].fillna(False).astype(bool).any()):
+        notes.append("random weights: scores are noise")
+    if int(group["n"].min()) < 2:
+        notes.append(f"n={int(group['n'].min())}: interval bars span most of the scale")
+    return "; ".join(notes)
+
+
 def pareto_plots(frame: pd.DataFrame, out: Path, paper: pd.DataFrame | None = None) -> list[Path]:
     import matplotlib
 
@@ -37,6 +47,7 @@ def pareto_plots(frame: pd.DataFrame, out: Path, paper: pd.DataFrame | None = No
 
     written = []
     for (model, task), group in frame.dropna(subset=["score", "nfe"]).groupby(["model", "task"]):
+        warning = plot_warning(group)
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, x, label in ((axes[0], "nfe", "NFE"), (axes[1], "cost", "cost (forward-equivalents)")):
             for row, curve in group.groupby("row" if "row" in group else "sampler", sort=False):
@@ -51,7 +62,8 @@ def pareto_plots(frame: pd.DataFrame, out: Path, paper: pd.DataFrame | None = No
                 ax.scatter(points["nfe"], points["value"], marker="x", color="grey", label="paper")
             ax.set_xlabel(label)
             ax.set_ylabel(f"{group['metric'].iloc[0]} (%)")
-            ax.set_title(f"{task} ({model})")
+            ax.set_title(f"{task} ({model})" + (f"\n{warning}" if warning else ""),
+                         color="firebrick" if warning else "black")
         axes[1].legend(fontsize=7)
         fig.tight_layout()
         for suffix in ("png", "svg"):

@@ -24,12 +24,15 @@ PERCENT_METRICS = {"solved"}
 
 def rank_marks(column: pd.Series, better: str | None = "max") -> dict:
     """Row -> 'best' / 'second' among the non-missing cells of a column (``better``: "max" or
-    "min"; None marks nothing); tied cells share a mark, so a column of equal scores is all bold."""
+    "min"; None marks nothing). A place held by several rows is a tie and marks none of them
+    (a column of equal scores, e.g. all 0 on a random model, has no bold cell)."""
     if better is None:
         return {}
-    values = sorted(set(column.dropna().round(6)), reverse=better == "max")
+    cells = column.dropna().round(6)
+    values = sorted(set(cells), reverse=better == "max")
     labels = dict(zip(values, ("best", "second")))
-    return {row: labels[value] for row, value in column.dropna().round(6).items() if value in labels}
+    held = cells.value_counts()
+    return {row: labels[value] for row, value in cells.items() if value in labels and held[value] == 1}
 
 
 def column_key(task: str, gen_length, steps, with_steps: bool) -> str:
@@ -163,19 +166,19 @@ def runtime_columns(frame: pd.DataFrame, paper: pd.DataFrame, rows: list[str]) -
 
 
 def table(frame: pd.DataFrame, paper: pd.DataFrame, axes: dict, rows: list[str] | None = None,
-          found: dict | None = None) -> tuple[str, str]:
+          found: dict | None = None, ranked: bool = True) -> tuple[str, str]:
     """Markdown and LaTeX; ours in percent with [95% interval], then (paper, ours - paper) and
     a dagger where the paper's number is outside our interval; secondary metrics (Table 4's Gen
     PPL, entropy; Sudoku's solve rate) beside; best bold, second underlined per column, by the
     column's direction; NFE and cost (mean per example [95%]), wall-clock and its ratio to
-    Confidence per row."""
+    Confidence per row. ``ranked=False`` marks no cell (numbers that are noise rank nothing)."""
     found = found or {}
     if "row" not in frame:
         frame = frame.assign(row=frame["sampler"])
     scores, lower, upper, reference, order, better = grid(frame, paper, axes, rows or axes.get("sampler", []))
     nfe, cost = pooled(frame, found, "nfe"), pooled(frame, found, "cost")
     wall, ratio = runtime_columns(frame, paper, order)
-    marks = {c: rank_marks(scores[c], better.get(c, "max")) for c in scores.columns}
+    marks = {c: rank_marks(scores[c], better.get(c, "max") if ranked else None) for c in scores.columns}
     md_rows, tex_rows = [], []
     for row in order:
         md, tex = [row], [row.replace("_", "\\_")]
@@ -198,6 +201,18 @@ def table(frame: pd.DataFrame, paper: pd.DataFrame, axes: dict, rows: list[str] 
                        " & ".join(h.replace("_", "\\_").replace("@", " L=") for h in header) + " \\\\",
                        "\\midrule", *tex_rows, "\\bottomrule", "\\end{tabular}"])
     return markdown, latex
+
+
+def missing(value) -> bool:
+    return value is None or pd.isna(value)
+
+
+def signed_interval(result: dict, factor: float, digits: int) -> str:
+    """``[lo, hi]`` of a paired difference, or ``[–]`` where there is none (fewer than two
+    paired examples): never ``[nan, nan]``."""
+    if missing(result.get("lo")) or missing(result.get("hi")):
+        return f"[{MISSING}]"
+    return f"[{factor * result['lo']:+.{digits}f}, {factor * result['hi']:+.{digits}f}]"
 
 
 def paired_table(frame: pd.DataFrame, found: dict, rows: list[str]) -> str | None:
@@ -228,8 +243,8 @@ def paired_table(frame: pd.DataFrame, found: dict, rows: list[str]) -> str | Non
                     continue
                 digits = 1 if factor == 100.0 else 2
                 cells[(other["row"], column)] = (
-                    f"{factor * result['delta']:+.{digits}f} [{factor * result['lo']:+.{digits}f}, "
-                    f"{factor * result['hi']:+.{digits}f}] p={result['p']:.2g}"
+                    f"{factor * result['delta']:+.{digits}f} {signed_interval(result, factor, digits)} "
+                    f"p={MISSING if missing(result.get('p')) else format(result['p'], '.2g')}"
                     + (f" ({result['only_a']}/{result['only_b']})" if "only_a" in result else ""))
                 columns.append(column)
     if not cells:

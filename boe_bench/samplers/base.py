@@ -41,13 +41,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser
+from boe_bench.samplers import options
+from boe_bench.samplers.options import RANK_DTYPES  # noqa: F401 (re-exported)
 from boe_bench.samplers.schedule import Schedule, transfer_counts
 from boe_bench.tasks.base import cut_at_stop
 
 
-RANK_DTYPES = ("float32", "model")
 
 
 class SamplerStalled(RuntimeError):
@@ -335,10 +335,7 @@ class Sampler(ABC):
 
     def __init__(self, temperature: float = 0.0, suppress_eos: bool = False,
                  eos_confidence_zero: bool = False, stop_early: bool = True, rank_dtype: str = "float32"):
-        if temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {temperature}")
-        if rank_dtype not in RANK_DTYPES:
-            raise ConfigError(f"rank_dtype must be one of {', '.join(RANK_DTYPES)}, got {rank_dtype!r}")
+        options.common(temperature=temperature, rank_dtype=rank_dtype)
         self.rank_dtype = rank_dtype
         self.temperature = float(temperature)
         self.suppress_eos = suppress_eos

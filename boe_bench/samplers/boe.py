@@ -52,14 +52,13 @@ import math
 import torch
 from torch import Tensor
 
-from boe_bench.errors import ConfigError
+from boe_bench.samplers import options
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import DecodeState, Sampler, entropy
 from boe_bench.samplers.boe_live import LiveInputs, LivePassGraphs, bucket_width, inner, live_tis_pass
 
-ROWS = ("masked", "candidates", "all")
-DEFAULT_TARGETS = {"masked": "rest", "candidates": "candidates", "all": "rest"}
+ROWS, DEFAULT_TARGETS = options.BOE_ROWS, options.BOE_DEFAULT_TARGETS
 __all__ = ["BoESampler", "entropy", "gated_score", "normalise_tis", "soft_write_shift"]
 
 
@@ -81,7 +80,7 @@ def soft_write_shift(model: Denoiser, probs: Tensor, where: Tensor, tau: float =
     return delta.detach()
 
 
-NORMALISE = ("none", "minmax")
+NORMALISE = options.BOE_NORMALISE
 
 
 def normalise_tis(tis: Tensor, candidates: Tensor, how: str = "none") -> Tensor:
@@ -137,31 +136,13 @@ class BoESampler(Sampler):
                  soft_write_tau: float = 1.0, tis_normalise: str = "none", gate_exponent: float = 1.0,
                  one_pass: bool = True, **common):
         super().__init__(**common)
-        if not 0 < rho <= 1:
-            raise ConfigError(f"boe rho must be in (0, 1], got {rho}")
-        if not soft_write_tau > 0:
-            raise ConfigError(f"boe soft_write_tau must be > 0, got {soft_write_tau}")
-        if tis_normalise not in NORMALISE:
-            raise ConfigError(f"boe tis_normalise must be one of {', '.join(NORMALISE)}, got {tis_normalise!r}")
-        if not gate_exponent >= 0:
-            raise ConfigError(f"boe gate_exponent must be >= 0, got {gate_exponent}")
+        options.boe(rho=rho, rows=rows, targets=targets, soft_write_tau=soft_write_tau,
+                    tis_normalise=tis_normalise, gate_exponent=gate_exponent, anti_collapse=anti_collapse)
         self.soft_write_tau, self.tis_normalise = float(soft_write_tau), tis_normalise
         self.gate_exponent = float(gate_exponent)
-        if rows not in ROWS:
-            raise ConfigError(f"boe rows must be one of {', '.join(ROWS)}, got {rows!r}")
         targets = targets or DEFAULT_TARGETS[rows]
-        if rows == "candidates" and targets == "rest":
-            raise ConfigError(
-                "boe rows=candidates with targets outside the candidates gives TIS = 0 everywhere: under "
-                "ActiveQueryAttention gradient leaves a target only through its own query (design/boe.md); "
-                "use rows=masked, or targets=candidates"
-            )
-        if (rows, targets) not in {("masked", "rest"), ("all", "rest"), ("candidates", "candidates")}:
-            raise ConfigError(f"boe rows={rows} does not support targets={targets!r}")
         anti = {"enabled": True, "lam": 0.1, "h_max": 0.5, "floor_schedule": "decreasing", "anneal": "none",
                 **(anti_collapse or {})}
-        if anti["floor_schedule"] not in ("decreasing", "increasing") or anti["anneal"] not in ("none", "linear"):
-            raise ConfigError(f"boe anti_collapse has an unknown floor_schedule or anneal: {anti}")
         self.rho, self.rows, self.targets, self.gate = rho, rows, targets, gate
         self.anti, self.diagnose_dense, self.cuda_graphs = anti, diagnose_dense, cuda_graphs
         self.one_pass = one_pass

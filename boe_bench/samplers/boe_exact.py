@@ -23,13 +23,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from boe_bench.errors import ConfigError
+from boe_bench.samplers import options
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import DecodeState, entropy
 from boe_bench.samplers.boe import BoESampler, soft_write_shift
 
-READING = {"rest": "masked", "candidates": "candidates"}
+READING = options.BOE_EXACT_READING
 
 
 def write_entropies(model: Denoiser, x: Tensor, attention_mask: Tensor, time: Tensor | None, rows: Tensor,
@@ -83,13 +83,7 @@ class BoEExactSampler(BoESampler):
     is dS."""
 
     def __init__(self, targets: str = "rest", chunk: int = 16, **kwargs):
-        if targets not in READING:
-            raise ConfigError(f"boe_exact targets must be one of {', '.join(READING)}, got {targets!r}")
-        if chunk < 1:
-            raise ConfigError(f"boe_exact chunk must be >= 1, got {chunk}")
-        for knob in ("rows", "cuda_graphs"):
-            if knob in kwargs:
-                raise ConfigError(f"boe_exact runs no backward, so it takes no {knob!r}")
+        options.boe_exact(targets=targets, chunk=chunk, **kwargs)
         super().__init__(rows=READING[targets], targets=targets, cuda_graphs=False, **kwargs)
         self.chunk = chunk
 

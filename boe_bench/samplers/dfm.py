@@ -31,7 +31,7 @@ steps therefore exceeds T (the corrector shrinks dt near t = 0 and t = 1): 38 fo
 """
 from __future__ import annotations
 
-from boe_bench.errors import ConfigError
+from boe_bench.samplers import options
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.remdm import ReMDMSampler
 
@@ -45,8 +45,7 @@ class DFMSampler(ReMDMSampler):
                  final_denoise: bool = True, scale: float = 10.0, power: float = 0.25):
         super().__init__(strategy="mdlm", eta=0.0, nucleus_p=nucleus_p, steps=steps, eps=eps,
                          final_denoise=final_denoise)
-        if scale < 0 or power <= 0:
-            raise ConfigError(f"the DFM corrector needs scale >= 0 and power > 0, got scale={scale}, power={power}")
+        options.dfm(scale=scale, power=power)
         self.scale, self.power = float(scale), float(power)
 
     @property

@@ -28,11 +28,11 @@ gen_length`` reproduces it, shorter blocks confine each step to the current bloc
 import torch
 from torch.distributions import Categorical
 
-from boe_bench.errors import ConfigError
+from boe_bench.samplers import options
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import Sampler
 
-PROXIES = ("entropy", "confidence", "margin")
+PROXIES = options.EB_PROXIES
 
 
 def entropy_bounded_order(entropies: torch.Tensor, error: torch.Tensor, gamma: float) -> tuple[torch.Tensor, int]:
@@ -53,10 +53,7 @@ class EBSampler(Sampler):
 
     def __init__(self, gamma: float = 0.01, proxy: str = "entropy", **common):
         super().__init__(**common)
-        if gamma < 0:
-            raise ConfigError(f"eb_sampler gamma must be >= 0, got {gamma}")
-        if proxy not in PROXIES:
-            raise ConfigError(f"eb_sampler proxy must be one of {PROXIES}, got {proxy!r}")
+        options.eb_sampler(gamma=gamma, proxy=proxy)
         self.gamma, self.proxy = gamma, proxy
 
     def step(self, model, state, window, budget):

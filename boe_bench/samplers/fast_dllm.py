@@ -16,7 +16,7 @@ commits all N. ``factor_commits_failed_last: false`` gives the intended rule.
 """
 import torch
 
-from boe_bench.errors import ConfigError
+from boe_bench.samplers import options
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import Sampler
 
@@ -49,10 +49,7 @@ class FastDLLMSampler(Sampler):
     def __init__(self, threshold: float = 0.9, factor: float | None = None,
                  factor_commits_failed_last: bool = True, **common):
         super().__init__(**common)
-        if factor is None and not 0 < threshold <= 1:
-            raise ConfigError(f"fast_dllm threshold must be in (0, 1], got {threshold}")
-        if factor is not None and factor <= 0:
-            raise ConfigError(f"fast_dllm factor must be > 0, got {factor}")
+        options.fast_dllm(threshold=threshold, factor=factor)
         self.threshold, self.factor = threshold, factor
         self.factor_commits_failed_last = factor_commits_failed_last
 

@@ -31,7 +31,7 @@ Deviations, all invisible in the reference's scripts (T = 0, steps = gen_length)
 """
 import torch
 
-from boe_bench.errors import ConfigError
+from boe_bench.samplers import options
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import Sampler
 from boe_bench.samplers.schedule import transfer_counts
@@ -53,8 +53,7 @@ class KLASSSampler(Sampler):
     def __init__(self, conf_threshold: float = 0.9, kl_threshold: float = 0.01, kl_history_length: int = 2,
                  **common):
         super().__init__(**common)
-        if kl_history_length < 1:
-            raise ConfigError(f"klass kl_history_length must be >= 1, got {kl_history_length}")
+        options.klass(kl_history_length=kl_history_length)
         self.conf_threshold, self.kl_threshold = conf_threshold, kl_threshold
         self.kl_history_length = kl_history_length
 

@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from boe_bench.errors import ConfigError
+from boe_bench.samplers import options
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import Sampler, entropy
 
@@ -64,9 +64,7 @@ class LookUMSampler(Sampler):
     rank_precision = torch.float64
     def __init__(self, pool_size: int = 5, num_paths: int = 2, verifier_temperature: float = 0.1, **common):
         super().__init__(**common)
-        if pool_size < 1 or num_paths < 1 or verifier_temperature < 0:
-            raise ConfigError(f"lookum needs pool_size >= 1, num_paths >= 1, verifier_temperature >= 0; got "
-                              f"{pool_size}, {num_paths}, {verifier_temperature}")
+        options.lookum(pool_size=pool_size, num_paths=num_paths, verifier_temperature=verifier_temperature)
         self.pool_size, self.num_paths, self.verifier_temperature = pool_size, num_paths, verifier_temperature
 
     def step(self, model, state, window, budget):

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from boe_bench.errors import ConfigError
+from boe_bench.samplers import options
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import LocalPolicySampler
 
@@ -56,8 +57,7 @@ class PCSampler(LocalPolicySampler):
     rank_precision = torch.float64
     def __init__(self, lam: float = 0.25, alpha: float = 10.0, freq_table: str | None = None, **common):
         super().__init__(**common)
-        if lam < 0 or alpha <= 0:
-            raise ConfigError(f"pc_sampler needs lam >= 0 and alpha > 0, got lam={lam}, alpha={alpha}")
+        options.pc_sampler(lam=lam, alpha=alpha)
         self.lam, self.alpha, self.freq_table = lam, alpha, freq_table
         self._freq: torch.Tensor | None = None
 

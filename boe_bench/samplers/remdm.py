@@ -54,13 +54,13 @@ import time as clock
 import torch
 from torch import Tensor
 
-from boe_bench.errors import ConfigError
+from boe_bench.samplers import options
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import DecodeState, GenerationOutput, Sampler, StopCriterion, row_generators
 from boe_bench.samplers.schedule import Schedule
 
-STRATEGIES = ("mdlm", "cap", "rescale", "conf", "loop")
+STRATEGIES = options.REMDM_STRATEGIES
 
 
 def nucleus(probs: Tensor, top_p: float) -> Tensor:
@@ -129,21 +129,8 @@ class ReMDMSampler(Sampler):
                  alpha_on: float = 0.9, nucleus_p: float = 0.9, steps: int | None = None, eps: float = 1e-5,
                  final_denoise: bool = True):
         super().__init__(temperature=0.0, stop_early=False)
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"unknown ReMDM strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-        if not 0 < nucleus_p <= 1:
-            raise ConfigError(f"nucleus_p must be in (0, 1], got {nucleus_p}")
-        if eta < 0:
-            raise ConfigError(f"eta must be >= 0, got {eta}")
-        if strategy == "loop":
-            if not 0 < t_off < t_on < 1 or not 0 < alpha_on < 1:
-                raise ConfigError(f"loop needs 0 < t_off < t_on < 1 and 0 < alpha_on < 1, got "
-                                  f"t_off={t_off}, t_on={t_on}, alpha_on={alpha_on}")
-            if eta > (1 - alpha_on) / alpha_on:
-                raise ConfigError(f"loop needs eta <= (1 - alpha_on)/alpha_on = {(1 - alpha_on) / alpha_on:.4g}, "
-                                  f"got {eta}")
-        if steps is not None and steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {steps}")
+        options.remdm(strategy=strategy, eta=eta, t_on=t_on, t_off=t_off, alpha_on=alpha_on, nucleus_p=nucleus_p,
+                      steps=steps)
         self.strategy, self.eta = strategy, float(eta)
         self.t_on, self.t_off, self.alpha_on = float(t_on), float(t_off), float(alpha_on)
         self.nucleus_p, self.steps, self.eps = float(nucleus_p), steps, float(eps)

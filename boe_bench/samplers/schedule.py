@@ -1,12 +1,15 @@
-"""LLaDA's semi-autoregressive schedule: blocks, steps per block, tokens per step."""
+"""LLaDA's semi-autoregressive schedule: blocks, steps per block, tokens per step.
+
+Imports no torch at module level: the runner checks a command's schedule before torch loads."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from boe_bench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ def transfer_counts(n_masked: Tensor, steps: int) -> Tensor:
 
     Every step gets floor(n / steps); the remainder goes to the first steps, one each.
     """
+    import torch
+
     n_masked = n_masked.long()
     base = n_masked // steps
     remainder = n_masked % steps

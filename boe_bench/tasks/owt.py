@@ -69,6 +69,8 @@ def remdm_reference_order(n_blocks: int, n_samples: int, seed: int) -> list[int]
 @TASKS.register("owt")
 class OpenWebText(Task):
     primary_metric = "mauve"
+    protocols = {"remdm": "ReMDM's: unconditional samples (or prefix mode), MAUVE against OpenWebText blocks, "
+                          "gen PPL under gpt2-large, unigram entropy (the only protocol)"}
     # Table 4: generative perplexity (lower is better) and entropy (closer to human text's).
     table_metrics = (("gen_ppl", "Gen PPL", "min"), ("entropy", "entropy", None))
     until = ()

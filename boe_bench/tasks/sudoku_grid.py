@@ -3,7 +3,10 @@
 Puzzles remove ``empty_cells`` cells, uniformly at random, from held-out grids (generated
 from a seed stream the training script never uses); difficulty grows with ``empty_cells``.
 A puzzle counts as solved when the completed grid is valid and keeps every clue, whether
-or not it equals the grid the clues came from.
+or not it equals the grid the clues came from. ``cell_accuracy`` compares the empty cells with
+that one stored grid, so with many empty cells (few clues, many solutions) a solved puzzle can
+score far below 1 there; ``valid_cell_accuracy`` counts the empty cells whose digit breaks no
+rule (its row, column and box hold it once), which a solved grid has at 1.0.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from boe_bench.errors import ConfigError
 from boe_bench.models.puzzle import GridShape, is_valid_grid, random_grid
 from boe_bench.tasks import TASKS
 from boe_bench.tasks.base import Task
+from boe_bench.tasks.sudoku import conflict_free_cells
 
 EVAL_SEED_OFFSET = 10**6  # training draws grids from seeds below this
 
@@ -20,6 +24,8 @@ EVAL_SEED_OFFSET = 10**6  # training draws grids from seeds below this
 @TASKS.register("sudoku_grid")
 class SudokuGrid(Task):
     primary_metric = "solved"
+    protocols = {"grid": "the puzzle model's grid tokens, no prompt: solved = a valid grid keeping every clue, "
+                         "cell_accuracy against the stored grid (the only protocol)"}
 
     def __init__(self, grid: str | int = 9, empty_cells: int = 50, n_puzzles: int = 200, seed: int = 0,
                  data_files: str | None = None, protocol: str = "grid"):
@@ -55,5 +61,6 @@ class SudokuGrid(Task):
         clues_kept = len(grid) == len(doc["puzzle"]) and all(p in (0, g) for p, g in zip(doc["puzzle"], grid))
         empties = [i for i, p in enumerate(doc["puzzle"]) if p == 0]
         correct = sum(i < len(grid) and grid[i] == doc["solution"][i] for i in empties)
+        valid = conflict_free_cells(grid, empties, self.shape.box_rows, self.shape.box_cols)
         return {"answer": completion, "solved": float(clues_kept and is_valid_grid(grid, self.shape)),
-                "cell_accuracy": correct / len(empties)}
+                "cell_accuracy": correct / len(empties), "valid_cell_accuracy": valid / len(empties)}

@@ -1,6 +1,6 @@
 """The testbed: every sampler on the self-trained puzzle model, at two difficulties.
 
-Writes to results/testbed/:
+Writes to reports/testbed/ (untracked; ``--out results/testbed`` replaces the committed files):
 - testbed.csv: one row per (sampler, difficulty, seed): solve rate, cell accuracy, NFE,
   cost in forward-equivalents, wall-clock;
 - testbed.md: mean and spread over seeds, per sampler and difficulty;
@@ -9,7 +9,7 @@ Writes to results/testbed/:
   entropy after revealing that candidate (one extra forward each), with the Spearman rank
   correlation per step and the drops of BoE's and Confidence's picks in testbed.md.
 
-    python scripts/testbed.py                 # or: make testbed
+    python -m boe_bench.experiments.testbed          # or: make testbed [OUT=results]
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from boe_bench.samplers.base import DecodeState, entropy
 from boe_bench.samplers.boe import BoESampler
 from boe_bench.tasks.sudoku_grid import SudokuGrid
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 class EntropyRecorder(Denoiser):
@@ -143,18 +143,18 @@ def tis_against_true_drop(model, sampler: BoESampler, task: SudokuGrid, n_puzzle
     return pd.DataFrame(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m boe_bench.experiments.testbed", description=__doc__.split("\n")[0])
     parser.add_argument("--difficulties", default="60,70", help="empty cells of the easy and the hard puzzles")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--puzzles", type=int, default=200)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--samplers", default=None, help="comma-separated; default: every sampler config")
-    parser.add_argument("--out", default="results/testbed")
+    parser.add_argument("--out", default="reports/testbed")
     parser.add_argument("--drop-puzzles", type=int, default=5, help="puzzles for TIS vs true drop; 0 skips")
     parser.add_argument("--merge", default=None, help="comma-separated testbed dirs: only rewrite the report from them")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -1,13 +1,16 @@
-"""Figure-4-style sweep on the puzzle model for the BoE diagnostics (results/diagnostics/).
+"""Figure-4-style sweep on the puzzle model for the BoE diagnostics.
 
 Runs `python -m boe_bench` once per (sampler, steps, puzzle set) with its own out_dir under
-runs/diagnostics_sweep/, then writes results/diagnostics/sweep.csv (one row per run),
-sweep.md (solve rate mean ± std over the puzzle sets, NFE, cost) and sweep.png.
-A finished run is not redone (the runner resumes), so re-running only fills gaps.
+runs/diagnostics_sweep/, then writes <out>/sweep.csv (one row per run), sweep.md (solve rate
+mean ± std over the puzzle sets, NFE, cost) and sweep.png, and <out>/diagnostics.{csv,md} from
+the `python -m boe_bench.diagnose` summaries under <diagnose-root>/*/*/. <out> is
+reports/diagnostics (untracked) unless given: `--out results/diagnostics` replaces the
+committed files. A finished run is not redone (the runner resumes), so re-running only fills
+gaps.
 
-    python scripts/diagnostics_sweep.py --sets 0,1,2 --steps 35,70 --limit 10 \\
+    python -m boe_bench.experiments.diagnostics_sweep --sets 0,1,2 --steps 35,70 --limit 10 \\
         --samplers confidence,boe,boe_exact,lookum [--extra 'boe_minmax=sampler=boe sampler.tis_normalise=minmax']
-    python scripts/diagnostics_sweep.py --report-only
+    python -m boe_bench.experiments.diagnostics_sweep --report-only
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 RUNS = Path("runs/diagnostics_sweep")
-OUT = Path("results/diagnostics")
+OUT = Path("reports/diagnostics")
 
 
 def run_cell(label: str, overrides: list[str], steps: int, puzzle_set: int, limit: int, batch: int) -> None:
@@ -45,9 +48,9 @@ def collect() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def report(frame: pd.DataFrame) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(OUT / "sweep.csv", index=False)
+def report(frame: pd.DataFrame, out: Path = OUT) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "sweep.csv", index=False)
     agg = frame.groupby(["sampler", "steps"]).agg(
         solved=("solved", "mean"), sd=("solved", "std"), sets=("solved", "size"), n=("n", "sum"),
         nfe=("nfe", "mean"), cost=("cost_fwd_equiv", "mean")).reset_index()
@@ -59,7 +62,7 @@ def report(frame: pd.DataFrame) -> None:
         sd = 0.0 if pd.isna(r.sd) else r.sd
         lines.append(f"| {r.sampler} | {r.steps} | {r.solved:.3f} ± {sd:.3f} | {r.sets} | {r.n} | {r.nfe:.1f} "
                      f"| {r.cost:.1f} |")
-    (OUT / "sweep.md").write_text("\n".join(lines) + "\n")
+    (out / "sweep.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,15 +81,15 @@ def report(frame: pd.DataFrame) -> None:
         ax.set_ylabel("solved")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(OUT / "sweep.png", dpi=120)
-    print((OUT / "sweep.md").read_text())
+    fig.savefig(out / "sweep.png", dpi=120)
+    print((out / "sweep.md").read_text())
 
 
-def diagnostics_table() -> None:
-    """results/diagnostics/diagnostics.{csv,md}: the key numbers of every diagnose summary
-    under results/diagnostics/*/*/summary.json, one row per run."""
+def diagnostics_table(out: Path = OUT, diagnose_root: Path | None = None) -> None:
+    """<out>/diagnostics.{csv,md}: the key numbers of every diagnose summary under
+    <diagnose_root>/*/*/summary.json (default: <out>), one row per run."""
     rows = []
-    for path in sorted(OUT.glob("*/*/summary.json")):
+    for path in sorted((diagnose_root or out).glob("*/*/summary.json")):
         data = json.loads(path.read_text())
         pairs, regret = data["pairs"], data["regret"]
         rows.append({"run": f"{path.parent.parent.name}/{path.parent.name}", "steps_measured": data["measured_steps"],
@@ -100,7 +103,8 @@ def diagnostics_table() -> None:
     if not rows:
         return
     frame = pd.DataFrame(rows)
-    frame.to_csv(OUT / "diagnostics.csv", index=False)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "diagnostics.csv", index=False)
     fmt = lambda v: "–" if v is None or pd.isna(v) else f"{v:.2f}"  # noqa: E731
     lines = ["# BoE signal diagnostics, one row per `python -m boe_bench.diagnose` run", "",
              "Means over measured steps of the per-step Spearman correlation over a step's candidates, the top-b "
@@ -114,12 +118,13 @@ def diagnostics_table() -> None:
                      f"| {fmt(r.rho_tis_hard_total)} | {fmt(r.rho_soft_hard_total)} | {fmt(r.rho_live_dense)} "
                      f"| {fmt(r.agree_tis_soft)} | {fmt(r.regret_chosen)} | {fmt(r.regret_tis)} "
                      f"| {fmt(r.regret_soft_drop_S)} | {fmt(r.regret_confidence)} | {fmt(r.regret_random)} |")
-    (OUT / "diagnostics.md").write_text("\n".join(lines) + "\n")
-    print((OUT / "diagnostics.md").read_text())
+    (out / "diagnostics.md").write_text("\n".join(lines) + "\n")
+    print((out / "diagnostics.md").read_text())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m boe_bench.experiments.diagnostics_sweep",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--sets", default="0,1,2")
     parser.add_argument("--steps", default="35,70")
     parser.add_argument("--limit", type=int, default=10)
@@ -128,7 +133,10 @@ def main() -> None:
     parser.add_argument("--extra", action="append", default=[],
                         help="label=override override ...: a sampler variant under its own label")
     parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=OUT, help="where the sweep's report goes")
+    parser.add_argument("--diagnose-root", type=Path, default=None,
+                        help="diagnose runs to tabulate (<root>/<set>/<sampler>/summary.json; default: --out)")
+    args = parser.parse_args(argv)
     if not args.report_only:
         cells = [(name, [f"sampler={name}"]) for name in args.samplers.split(",") if name]
         cells += [(spec.split("=", 1)[0], spec.split("=", 1)[1].split()) for spec in args.extra]
@@ -136,8 +144,12 @@ def main() -> None:
             for steps in map(int, args.steps.split(",")):
                 for label, overrides in cells:
                     run_cell(label, overrides, steps, puzzle_set, args.limit, args.batch)
-    report(collect())
-    diagnostics_table()
+    runs = collect()
+    if runs.empty:
+        print(f"no finished sweep runs under {RUNS}: no sweep report")
+    else:
+        report(runs, args.out)
+    diagnostics_table(args.out, args.diagnose_root)
 
 
 if __name__ == "__main__":
