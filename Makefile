@@ -38,7 +38,7 @@ test-slow:  ## slow tests only
 
 test-gpu:  ## tests marked gpu (need a CUDA device); says so when none is marked
 	@$(PYTHON) -m pytest -q -m gpu; status=$$?; \
-	if [ $$status -eq 5 ]; then echo "make test-gpu: no test is marked gpu yet; the GPU paths are measured by scripts/bench_*.py --device cuda"; exit 0; fi; \
+	if [ $$status -eq 5 ]; then echo "make test-gpu: no test is marked gpu yet; the GPU paths are measured by python -m boe_bench.bench.<step|decode|reference> --device cuda"; exit 0; fi; \
 	exit $$status
 
 table2:  ## Table 2 sweep (LLaDA-8B, GPU) and its report under results/table2
@@ -67,7 +67,8 @@ tables: table2 table3 table4 table5 figure4  ## every paper experiment above
 testbed:  ## every sampler on the self-trained puzzle model -> results/testbed
 	$(PYTHON) scripts/testbed.py
 
-bench:  ## CPU cost benchmarks -> results/bench (pass --device cuda on a GPU machine)
-	$(PYTHON) scripts/bench_boe.py
-	$(PYTHON) scripts/bench_decode.py  # whole GSM8K-shaped decodes, BoE readings x rho vs Confidence
-	$(PYTHON) scripts/bench_throughput.py --out results/bench/throughput_cpu.csv
+bench:  ## CPU cost benchmarks (thread CPU time, ABBA repeats) -> runs/bench; OUT=results/bench to rewrite the committed tables
+	$(PYTHON) -m boe_bench.bench.step --lengths 1024 --repeats 3 --out $(or $(OUT),runs/bench)/boe_cost.csv
+	$(PYTHON) -m boe_bench.bench.decode --out $(or $(OUT),runs/bench)/boe_decode.csv
+	$(PYTHON) -m boe_bench.bench.profile --out $(or $(OUT),runs/bench)/boe_profile.csv --notes results/bench/boe_profile_notes.md
+	$(PYTHON) -m boe_bench.bench.reference --out $(or $(OUT),runs/bench)/harness_overhead.csv

@@ -175,12 +175,17 @@ def ratio_stats(readings: list[Reading], baseline: list[Reading]) -> dict:
     }
 
 
-def verdict(ratio: float, limit: float, ratio_spread: float) -> str:
+def verdict(ratio: float, limit: float, ratio_spread: float, low: float | None = None,
+            high: float | None = None) -> str:
     """'met' / 'MISSED by x' for a measured ratio against a target, unless its repeats spread
-    too much to tell."""
+    too much to tell (then met or missed only where every repeat, ``low`` .. ``high``, agrees)."""
     if ratio != ratio:
         return "not measured"
     if ratio_spread > SPREAD_LIMIT:
+        if high is not None and high <= limit:
+            return f"met by every repeat (spread {ratio_spread:.0%})"
+        if low is not None and low > limit:
+            return f"MISSED by every repeat (spread {ratio_spread:.0%}; median over by {ratio - limit:.3f})"
         return f"not resolved (repeats spread {ratio_spread:.0%} > {SPREAD_LIMIT:.0%})"
     return "met" if ratio <= limit else f"MISSED by {ratio - limit:.3f}"
 

@@ -149,7 +149,7 @@ def targets(rows: list[dict], gpu: bool) -> list[str]:
                 continue
             limit = GPU_TARGET
         out.append(f"- target BoE (rows: {reading}, rho {rho}) <= {limit} x Confidence: "
-                   f"{float(r['ratio_median']):.3f} -> {verdict(float(r['ratio_median']), limit, float(r['ratio_spread']))}"
+                   f"{float(r['ratio_median']):.3f} -> {verdict(float(r['ratio_median']), limit, float(r['ratio_spread']), float(r['ratio_min']), float(r['ratio_max']))}"
                    f" (accounted {float(r['accounted_ratio']):.3f})")
     gaps = [(r["variant"], float(r["gap"])) for r in rows if r["rows"]]
     if gaps:

@@ -16,8 +16,8 @@ The step's pieces are labelled from outside the sampler (wrapped in
 - Python and dispatch overhead: the step's CPU time not spent inside any aten operator.
 
 Each share is of one Confidence step's profiled CPU time. ``accounted`` is what
-cost_fwd_equiv charges for the piece (the forward 1, the backward 2|A|/L, the recompute
-|A|/L, everything else 0), so ``unaccounted`` = measured share - accounted share.
+cost_fwd_equiv charges for the piece (per forward-equivalent, what Confidence's step spends on
+it; plus the backward 2|A|/L and the recompute |A|/L), so ``unaccounted`` = measured share - accounted share.
 
     python -m boe_bench.bench.profile                                   # -> runs/bench/boe_profile.{csv,md}
     python -m boe_bench.bench.profile --out results/bench/boe_profile.csv
@@ -138,12 +138,13 @@ def profile_variants(model, specs: dict, length: int, prompt: int, repeats: int)
     return medians, {label: state.accounting[0] for label, (_, state) in made.items()}
 
 
-def accounted_shares(label: str, acc, length: int) -> dict[str, float]:
-    """What cost_fwd_equiv charges each piece, in Confidence steps."""
-    out = {phase: 0.0 for phase in PHASES}
-    out["forward"] = float(acc.nfe)
-    out["live-row recompute"] = acc.live_rows_fwd / length
-    out["live-row backward"] = 2 * acc.live_rows_bwd / length
+def accounted_shares(acc, length: int, confidence: dict[str, float]) -> dict[str, float]:
+    """What cost_fwd_equiv charges each piece, in Confidence steps: each forward-equivalent
+    (nfe) pays for what a Confidence step spends on that piece (its forward, draw, ranking,
+    overhead), the live-row recompute |A|/L and the backward 2|A|/L come on top."""
+    out = {piece: acc.nfe * share for piece, share in confidence.items()}
+    out["live-row recompute"] = out.get("live-row recompute", 0.0) + acc.live_rows_fwd / length
+    out["live-row backward"] = out.get("live-row backward", 0.0) + 2 * acc.live_rows_bwd / length
     return out
 
 
@@ -159,8 +160,9 @@ def measure(args) -> tuple[list[dict], str]:
     base = results["confidence"]["step"][0]
     machine, load = machine_name("cpu"), load_average()
     rows = []
+    confidence = {piece: ms / base for piece, (ms, _) in results["confidence"].items() if piece != "step"}
     for label in specs:
-        acc_shares = accounted_shares(label, accounts[label], length)
+        acc_shares = accounted_shares(accounts[label], length, confidence)
         for phase in PHASES + ["other", "step"]:
             ms, ops = results[label][phase]
             share = ms / base
@@ -181,7 +183,7 @@ def report(rows: list[dict], args, base_ms: float) -> str:
              f"weights (4 layers, d=256, vocab 4096, float32), L={args.length}, prompt {rows[0]['prompt']} "
              f"(|M| = {args.length - int(rows[0]['prompt'])}), first block (block {BLOCK}, budget {BUDGET}, rho 0.25); torch.profiler CPU "
              f"totals, median of {args.repeats} profiled steps per variant. Shares are of one Confidence step "
-             f"({base_ms:.1f} ms profiled); `acc.` is what cost_fwd_equiv charges the piece; `unacc.` = share - "
+             f"({base_ms:.1f} ms profiled); `acc.` is what cost_fwd_equiv charges the piece (Confidence's share of it per NFE, plus 2|A|/L for the backward and |A|/L for a recompute); `unacc.` = share - "
              "acc. The profiler's own per-operator cost inflates every share a little and the Python row most.", "",
              "| piece | " + " | ".join(f"{v} share (acc. / unacc.) [ops]" for v in variants) + " |",
              "|---|" + "---|" * len(variants)]
