@@ -43,7 +43,7 @@ test-slow:  ## slow tests only
 
 test-gpu:  ## tests marked gpu (need a CUDA device); says so when none is marked
 	@$(PYTHON) -m pytest -q -m gpu; status=$$?; \
-	if [ $$status -eq 5 ]; then echo "make test-gpu: no test is marked gpu yet; the GPU paths are measured by scripts/bench_*.py --device cuda"; exit 0; fi; \
+	if [ $$status -eq 5 ]; then echo "make test-gpu: no test is marked gpu yet; the GPU paths are measured by python -m boe_bench.bench.<step|decode|reference> --device cuda"; exit 0; fi; \
 	exit $$status
 
 table2:  ## Table 2 sweep (LLaDA-8B, GPU) and its report (reports/table2; OUT=results: results/table2)
@@ -76,10 +76,14 @@ train_text_mdm:  ## train the text MDM (LLaDA architecture, d1 Sudoku/Countdown;
 	$(PYTHON) -m boe_bench.train.text_mdm --out $(TEXT_MDM_RUN)
 	$(PYTHON) -m boe_bench.train.text_curve $(TEXT_MDM_RUN)
 
-text_testbed:  ## every sampler on the self-trained puzzle model -> reports/testbed (OUT=results: results/testbed)
+text_testbed:  ## Table 2's Sudoku/Countdown columns, 11 samplers x L in {128,256}, on text_mdm (CPU) -> reports/text_testbed (OUT=results)
+	$(call experiment,text_testbed)
+
+testbed:  ## every sampler on the self-trained puzzle model -> reports/testbed (OUT=results: results/testbed)
 	$(PYTHON) -m boe_bench.experiments.testbed --out $(or $(OUT),reports)/testbed
 
-bench:  ## CPU cost benchmarks -> results/bench (pass --device cuda on a GPU machine)
-	$(PYTHON) scripts/bench_boe.py
-	$(PYTHON) scripts/bench_decode.py  # whole GSM8K-shaped decodes, BoE readings x rho vs Confidence
-	$(PYTHON) scripts/bench_throughput.py --out results/bench/throughput_cpu.csv
+bench:  ## CPU cost benchmarks (thread CPU time, ABBA repeats) -> runs/bench; OUT=results/bench to rewrite the committed tables
+	$(PYTHON) -m boe_bench.bench.step --lengths 1024 --repeats 3 --out $(or $(OUT),runs/bench)/boe_cost.csv
+	$(PYTHON) -m boe_bench.bench.decode --out $(or $(OUT),runs/bench)/boe_decode.csv
+	$(PYTHON) -m boe_bench.bench.profile --out $(or $(OUT),runs/bench)/boe_profile.csv --notes results/bench/boe_profile_notes.md
+	$(PYTHON) -m boe_bench.bench.reference --out $(or $(OUT),runs/bench)/harness_overhead.csv

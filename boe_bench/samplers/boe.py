@@ -25,25 +25,27 @@ Which rows carry gradient (``rows``) and which entropies form S (``targets``):
 Live rows = C with targets outside C is the literal reading of eqs. 11 + 30 and gives
 TIS = 0 identically (the zero-gradient trap): it is refused.
 
-Why ``masked`` is the default, although only ``candidates`` has a live set that grows with
-rho as the paper's A_t := C_t does (results/bench/boe_readings.md, boe_decode.md). On the
-trained puzzle model (150 puzzles with 70 empty cells, same puzzles for both readings),
-``candidates`` never solved more: 0.900 vs 0.940 at 70 steps (paired difference -0.040 ±
-0.058), 0.127 vs 0.127 at 35, 0.387 vs 0.400 at 56, none of it outside the noise; and its
-exact leave-one-out costs |C|^2 backward rows, so with the grid as one 81-cell block it
-cost twice as much (270 vs 131 forward-equivalents at 70 steps). On the GSM8K-shaped
-job (blocks of 32, 900-token prompt, L = 128) it is the cheaper reading by the accounting
-and grows with rho as Table 5 does: 1.01 / 1.05 / 1.19 x Confidence's forward-equivalents
-at rho 0.10 / 0.25 / 0.50, against 1.09 / 1.11 / 1.12 for ``masked``; in CPU wall clock
-its |C| backwards of a few rows each are overhead-bound, and the shared VM's noise
-(+-20% between repeats) hid any order between the two. ``masked``'s cost moves with rho
-only through the steps it ranks at all (a step whose |C| = max(b_t, ceil(rho |M_block|))
-fits the budget needs no backward), so it rises slightly and monotonically with rho; the
-rest is the |M|-row backward, which the one-pass forward made the only extra work. With
-accuracy the deciding measurement and no sign that ``candidates`` helps it, the default
-stays; a run on real LLaDA-8B GSM8K where ``candidates`` matches ``masked``'s accuracy
-would justify switching for its cost. ``candidates`` stays a knob, as does ``all`` (the
-ablation without ActiveQueryAttention).
+Why ``masked`` is the default, although only ``candidates`` has a live set, and a cost,
+that grow with rho as the paper's A_t := C_t does (decided on accuracy and cost together;
+results/bench/boe_readings.md, boe_decode.md). ``masked``'s live set is the masked rows
+whatever rho is, so its cost cannot rise with rho: rho only decides which steps rank at all
+(a step whose |C| = max(b_t, ceil(rho |M_block|)) fits the budget needs no backward). On
+the GSM8K-shaped job (900-token prompt, L = 128, blocks of 32, thread CPU time, interleaved
+repeats on a loaded 2-core VM, spread 10-18%) a whole decode costs, against Confidence's,
+1.19 / 1.22 / 1.22x with ``masked`` (accounted 1.09 / 1.11 / 1.12) and 1.01 / 1.13 / 1.26x
+with ``candidates`` (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15) at rho
+0.10 / 0.25 / 0.50. So at Table 5's shape ``candidates`` is the cheaper reading and the one
+whose cost moves with rho. Accuracy points the other way, weakly: on the trained puzzle
+model (150 puzzles with 70 empty cells, the same puzzles for both readings) ``candidates``
+never solved more, 0.900 vs 0.940 at 70 steps (paired difference -0.040 ± 0.058), 0.387 vs
+0.400 at 56, 0.127 vs 0.127 at 35, and with the grid as one 81-cell block its |C|^2
+backward rows made it twice as expensive (270 vs 131 forward-equivalents at 70 steps). The
+text model of the text testbed was not available to this decision. With accuracy the
+deciding measurement, no sign that ``candidates`` keeps it, and a cost advantage that
+reverses with the block size, the default stays ``masked``; a text-model run where
+``candidates`` matches ``masked``'s accuracy would justify switching for its cost at
+blocks of 32. ``candidates`` stays a knob, as does ``all`` (the ablation without
+ActiveQueryAttention).
 """
 from __future__ import annotations
 

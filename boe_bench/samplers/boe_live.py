@@ -46,23 +46,22 @@ def live_tis_pass(model: Denoiser, frozen: FrozenState, inputs: LiveInputs) -> T
     """[B, A] TIS_a = -<dS/de_a, De_a> at every live entry (meaningless at padding).
 
     Leave-one-out: every objective differentiates the same forward values, so the live rows
-    run forward once and the graph is backpropagated once per objective (copy c: S without
-    the entries that predict entry c), reading entry c's gradient from copy c. That is each
-    entry's exact gradient at the cost of one live forward and |A| live backwards; copies of
-    the forward (one frozen state each) would cost |A| forwards and |A| states."""
+    run forward once and the graph is backpropagated once for all |A| objectives together
+    (``is_grads_batched``: copy c's objective, S without the entries that predict entry c, is
+    copy c of a batched vector-Jacobian product), reading entry c's gradient from copy c.
+    That is each entry's exact gradient at the cost of one live forward and |A| live
+    backwards' arithmetic, in one pass of operators: a Python loop of |A| backwards paid the
+    per-operator cost |A| times (at |A| = 8 on the CPU, a third of the pass)."""
     embeds = inputs.embeds.detach().requires_grad_(True)
     with torch.enable_grad():
         ent = entropy(model.live_forward(frozen, inputs.rows, embeds))
-        if not inputs.leave_one_out:
-            (grad,) = torch.autograd.grad((ent * inputs.weights.to(ent.dtype)).sum(), embeds)
-            return -inner(grad, inputs.delta)
-        width = inputs.rows.shape[1]
         weights = inputs.weights.to(ent.dtype)
-        own = []
-        for c in range(width):
-            (grad,) = torch.autograd.grad((ent * weights[c]).sum(), embeds, retain_graph=c + 1 < width)
-            own.append(grad[:, c])
-    return -inner(torch.stack(own, dim=1), inputs.delta)
+        if not inputs.leave_one_out:
+            (grad,) = torch.autograd.grad((ent * weights).sum(), embeds)
+            return -inner(grad, inputs.delta)
+        (grads,) = torch.autograd.grad(ent, embeds, grad_outputs=weights, is_grads_batched=True)
+    own = grads.diagonal(dim1=0, dim2=2).permute(0, 2, 1)  # [A, B, A, d] -> [B, A, d]: copy c at entry c
+    return -inner(own, inputs.delta)
 
 
 def padded_frozen(frozen: FrozenState) -> FrozenState:

@@ -7,7 +7,8 @@ most). Per point: solve rate with a 95% Wilson interval, and the paired differen
 ``rows: masked`` on the same puzzles with a 95% normal interval; cost in
 forward-equivalents (A.3.4) and wall-clock seconds per puzzle (indicative on a shared CPU).
 
-    nice -n 10 python scripts/boe_readings.py                      # -> results/bench/boe_readings.{csv,md}
+    python -m boe_bench.bench.readings                    # -> runs/bench/boe_readings.{csv,md}
+    python -m boe_bench.bench.readings --out results/bench/boe_readings.csv
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pandas as pd
 import torch
 
 from boe_bench.models import build_model
-from boe_bench.runner import environment_info
+from boe_bench.bench.common import fail_cleanly, machine_name, out_path
 from boe_bench.samplers import Schedule, build_sampler
 from boe_bench.tasks.sudoku_grid import SudokuGrid
 
@@ -62,7 +63,7 @@ def decode(model, spec: dict, task: SudokuGrid, steps: int, batch: int, seed: in
 
 
 def report(frame: pd.DataFrame, per_puzzle: dict, out: Path) -> None:
-    lines = ["# BoE readings on the puzzle model (scripts/boe_readings.py)", "",
+    lines = ["# BoE readings on the puzzle model (`python -m boe_bench.bench.readings`)", "",
              f"9x9 puzzles with 70 empty cells, {int(frame['n'].iloc[0])} per point (same puzzles for every "
              "reading), the grid as one block, argmax tokens. Solve rate with a 95% Wilson interval; "
              "`vs masked`: paired difference to `rows: masked` on the same puzzles (95% normal interval); "
@@ -91,13 +92,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="results/bench/boe_readings.csv")
+    parser.add_argument("--out", default=None, help="CSV (default runs/bench/boe_readings.csv); markdown beside it")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = out_path(args.out, "boe_readings.csv")
     model = build_model("puzzle_mdm")
-    machine = environment_info()["device"]
+    machine = machine_name("cpu")
     task = SudokuGrid(grid=9, empty_cells=70, n_puzzles=args.puzzles, seed=0)
     rows, per_puzzle = [], {}
     for steps in (int(s) for s in args.steps.split(",")):
@@ -119,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    fail_cleanly(main)

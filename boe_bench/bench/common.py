@@ -1,0 +1,260 @@
+"""What every cost benchmark shares: random LLaDA-shaped models, the clock, interleaved
+repeats and their spread, the machine's name and load, and where results are written.
+
+The clock. On a CPU the primary time is the calling thread's CPU time (``time.thread_time``)
+with torch limited to one thread, so every kernel runs on the timed thread: other jobs on a
+shared machine delay it (wall clock) but do not add to it. Wall clock is kept beside it;
+where the two disagree the machine was loaded. On a GPU the primary time is CUDA events
+(device work between two points of the stream), wall clock beside it.
+
+Repeats. ``interleaved`` runs the variants in turn, in order on even repeats and reversed
+on odd ones (ABBA), so a drift in load or clock speed hits every variant alike; a ratio is
+taken per repeat against the baseline of that repeat, and reported with its spread,
+(max - min) / median over repeats. A spread above ``SPREAD_LIMIT`` means the ratio is not
+resolved: ``verdict`` says so instead of "met".
+"""
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+SPREAD_LIMIT = 0.10
+DEFAULT_DIR = Path("runs/bench")  # git-ignored: smoke runs never touch results/
+
+SHAPES = {
+    # LLaDA-8B: 32 layers, d=4096, 32 heads (no GQA), MLP 12288, vocab 126464.
+    "llada-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, intermediate_size=12288,
+                     vocab_size=126464),
+    # LLaDA's layout at a CPU size: the cost benchmarks' CPU model.
+    "cpu-bench": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+                      vocab_size=4096),
+    "cpu-small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+                      vocab_size=512),
+    # For tests of the benchmark code itself.
+    "test": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=128),
+}
+
+
+class BenchError(ValueError):
+    """A bad benchmark argument: printed as one sentence, exit 2."""
+
+
+def fail_cleanly(main: Callable[[], None]) -> None:
+    """Run a benchmark's main; a ``BenchError`` ends as one sentence on stderr, exit 2."""
+    try:
+        main()
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def random_model(shape: str, device: str, dtype: torch.dtype, seed: int = 0):
+    """A random-initialised LLaDA-shaped ``TransformerDenoiser`` (speed only, never quality)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from boe_bench.models.tiny import build_char_tokenizer
+    from boe_bench.models.transformer import TransformerDenoiser
+
+    if shape not in SHAPES:
+        raise BenchError(f"unknown shape {shape!r}; choose one of {', '.join(sorted(SHAPES))}")
+    config = LlamaConfig(**SHAPES[shape], num_key_value_heads=SHAPES[shape]["num_attention_heads"],
+                         max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    with torch.device(device):
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            hf = LlamaForCausalLM(config).eval()
+        finally:
+            torch.set_default_dtype(previous)
+    return TransformerDenoiser(hf, build_char_tokenizer(), mask_id=config.vocab_size - 1, eos_ids=(),
+                               name=f"random-{shape}")
+
+
+def setup_device(device: str, threads: int = 1) -> tuple[bool, torch.dtype]:
+    """(on a GPU, the benchmark dtype); CPU runs use ``threads`` torch threads (1: every
+    kernel on the timed thread, which thread CPU time needs)."""
+    gpu = device.startswith("cuda")
+    if gpu and not torch.cuda.is_available():
+        raise BenchError(f"--device {device} asked for, but torch sees no CUDA device here")
+    if not gpu and device != "cpu":
+        raise BenchError(f"--device must be cpu or cuda[:n], got {device!r}")
+    if not gpu:
+        torch.set_num_threads(threads)
+    return gpu, torch.bfloat16 if gpu else torch.float32
+
+
+def sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@dataclass
+class Reading:
+    """One timed call: primary seconds (thread CPU on a CPU, CUDA events on a GPU), wall
+    seconds, and whatever the call returned."""
+
+    seconds: float
+    wall_s: float
+    value: object = None
+
+
+def timed(fn: Callable[[], object], device: str) -> Callable[[], Reading]:
+    """``fn`` as a callable returning a ``Reading`` of one call."""
+    gpu = str(device).startswith("cuda")
+
+    def run() -> Reading:
+        sync(device)
+        if gpu:
+            start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start_event.record()
+        wall, cpu = time.perf_counter(), time.thread_time()
+        value = fn()
+        if gpu:
+            end_event.record()
+        sync(device)
+        cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+        primary = start_event.elapsed_time(end_event) / 1000 if gpu else cpu
+        return Reading(primary, wall, value)
+
+    return run
+
+
+def abba_order(labels: list[str], repeat: int) -> list[str]:
+    """The variants' order in repeat ``repeat``: as given on even repeats, reversed on odd."""
+    return list(labels) if repeat % 2 == 0 else list(reversed(labels))
+
+
+def interleaved(runs: dict[str, Callable[[], Reading]], repeats: int, warmup: Callable[[str], None] | None = None,
+                progress: Callable[[int, str, Reading], None] | None = None) -> dict[str, list[Reading]]:
+    """Readings of every run, ``repeats`` each, interleaved ABBA. ``warmup(label)`` runs
+    once per variant before (default: one untimed call of the run)."""
+    if repeats < 1:
+        raise BenchError(f"--repeats must be >= 1, got {repeats}")
+    for label, run in runs.items():
+        warmup(label) if warmup else run()
+    readings: dict[str, list[Reading]] = {label: [] for label in runs}
+    for repeat in range(repeats):
+        for label in abba_order(list(runs), repeat):
+            readings[label].append(runs[label]())
+            if progress:
+                progress(repeat, label, readings[label][-1])
+    return readings
+
+
+def spread(values: list[float]) -> float:
+    """(max - min) / median: 0 for one value."""
+    middle = statistics.median(values)
+    return (max(values) - min(values)) / middle if middle else float("nan")
+
+
+def ratio_stats(readings: list[Reading], baseline: list[Reading]) -> dict:
+    """Per-repeat ratios of primary and wall seconds to the baseline's same repeat."""
+    ratios = [a.seconds / b.seconds for a, b in zip(readings, baseline)]
+    walls = [a.wall_s / b.wall_s for a, b in zip(readings, baseline)]
+    secs = [r.seconds for r in readings]
+    return {
+        "repeats": len(readings),
+        "seconds_median": round(statistics.median(secs), 6), "seconds_min": round(min(secs), 6),
+        "seconds_max": round(max(secs), 6),
+        "wall_median_s": round(statistics.median(r.wall_s for r in readings), 6),
+        "ratio_median": round(statistics.median(ratios), 4), "ratio_min": round(min(ratios), 4),
+        "ratio_max": round(max(ratios), 4), "ratio_spread": round(spread(ratios), 4),
+        "wall_ratio_median": round(statistics.median(walls), 4),
+        "flag": "spread>10%" if spread(ratios) > SPREAD_LIMIT else "",
+    }
+
+
+def verdict(ratio: float, limit: float, ratio_spread: float, low: float | None = None,
+            high: float | None = None) -> str:
+    """'met' / 'MISSED by x' for a measured ratio against a target, unless its repeats spread
+    too much to tell (then met or missed only where every repeat, ``low`` .. ``high``, agrees)."""
+    if ratio != ratio:
+        return "not measured"
+    if ratio_spread > SPREAD_LIMIT:
+        if high is not None and high <= limit:
+            return f"met by every repeat (spread {ratio_spread:.0%})"
+        if low is not None and low > limit:
+            return f"MISSED by every repeat (spread {ratio_spread:.0%}; median over by {ratio - limit:.3f})"
+        return f"not resolved (repeats spread {ratio_spread:.0%} > {SPREAD_LIMIT:.0%})"
+    return "met" if ratio <= limit else f"MISSED by {ratio - limit:.3f}"
+
+
+def machine_name(device: str) -> str:
+    """The machine a row was measured on: the GPU's name, or the CPU model and core count."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.get_device_name()
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, as one field."""
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return ""
+
+
+def out_path(given: str | None, default_name: str) -> Path:
+    """Where a benchmark writes: ``--out`` if given, else ``runs/bench/<default_name>``."""
+    path = Path(given) if given else DEFAULT_DIR / default_name
+    if path.exists() and path.is_dir():
+        raise BenchError(f"--out {path} is a directory; give a file name ending in .csv")
+    if path.suffix != ".csv":
+        raise BenchError(f"--out must name a .csv file (the markdown goes beside it), got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def merge_csv(rows: list[dict], path: Path, fields: list[str], key: Callable[[dict], tuple]) -> list[dict]:
+    """Rows of this run replace the file's rows with the same ``key`` (e.g. machine and
+    batch); all others are kept. Written to a temporary file, then renamed into place."""
+    ours = {key(r) for r in rows}
+    kept = []
+    if path.exists():
+        with path.open() as f:
+            kept = [r for r in csv.DictReader(f) if key(r) not in ours]
+    merged = kept + rows
+    write_csv(merged, path, fields)
+    return merged
+
+
+def write_csv(rows: list[dict], path: Path, fields: list[str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"no CSV at {path}")
+    with path.open() as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,198 @@
+"""Whole-decode cost of BoE next to Confidence on a GSM8K-shaped job (Table 5's setting).
+
+One job: a 5-shot-sized prompt (900 tokens of random ids), L = 128 generated tokens, one
+token per step (128 steps), blocks of 32, no early stop. Confidence and each BoE reading at
+rho 0.10 / 0.25 / 0.50 decode it end to end on the same random-weight model in one process,
+interleaved ABBA over repeats (``common``: thread CPU time on a CPU, CUDA events on a GPU).
+Reported per variant: its time (median, min, max over repeats), its ratio to the Confidence
+decode of the same repeat (median, spread), the accounted ratio (cost_fwd_equiv over
+Confidence's) and the gap between measured and accounted.
+
+    python -m boe_bench.bench.decode                                    # CPU -> runs/bench/boe_decode.csv
+    python -m boe_bench.bench.decode --out results/bench/boe_decode.csv # the committed table
+    python -m boe_bench.bench.decode --device cuda --batch 1,8,32 --out $OUT/decode_gpu.csv
+    python -m boe_bench.bench.decode --merge decode_gpu.csv --out results/bench/boe_decode.csv
+
+Rows of this run's (machine, batch) replace earlier ones in the CSV; the markdown beside it
+is rebuilt from the whole CSV.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from boe_bench.bench.common import (
+    SHAPES, BenchError, fail_cleanly, interleaved, load_average, machine_name, merge_csv, out_path, random_model,
+    ratio_stats, read_csv, setup_device, timed, verdict, write_text,
+)
+from boe_bench.samplers import Schedule, build_sampler
+
+PROMPT, GEN, BLOCK = 900, 128, 32
+DEFAULT_ROWS, DEFAULT_RHO = "masked", 0.25
+READINGS = ("candidates", "masked")
+# The issue's targets (CPU time, whole decode): the default and rows: candidates (Table 5's figure).
+TARGETS = {("masked", 0.25): 1.15, ("candidates", 0.25): 1.08}
+GPU_TARGET = 1.10  # the default at batch >= 8
+GAP_LIMIT = 0.05
+FIELDS = ["machine", "load_avg", "batch", "shape", "dtype", "clock", "variant", "rows", "rho", "repeats",
+          "seconds_median", "seconds_min", "seconds_max", "wall_median_s", "ratio_median", "ratio_min", "ratio_max",
+          "ratio_spread", "wall_ratio_median", "flag", "nfe", "cost_fwd_equiv", "accounted_ratio", "gap", "note"]
+
+
+def variants(readings: list[str], rhos: list[float], dense: bool) -> dict[str, dict]:
+    out = {"confidence": dict(name="confidence")}
+    for rows in readings:
+        for rho in rhos:
+            out[f"boe_{rows}_rho{rho:.2f}"] = dict(name="boe", rows=rows, rho=rho)
+    if dense:
+        out["boe_all_rho0.25"] = dict(name="boe", rows="all", rho=0.25)
+    return out
+
+
+def decode_fn(model, spec: dict, prompts: list[list[int]], gen: int, steps: int | None = None):
+    """A callable decoding the job once; returns the first example's accounting."""
+    sampler = build_sampler(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+    schedule = Schedule(gen_length=gen, steps=steps or gen, block_length=BLOCK)
+    return lambda: sampler.generate(model, prompts, schedule).accounting[0]
+
+
+def measure(args) -> list[dict]:
+    gpu, dtype = setup_device(args.device, args.threads)
+    shape = args.shape or ("llada-8b" if gpu else "cpu-bench")
+    if args.gen % BLOCK:
+        raise BenchError(f"--gen must be a multiple of the block ({BLOCK}), got {args.gen}")
+    model = random_model(shape, args.device, dtype)
+    specs = variants(args.readings.split(","), [float(r) for r in args.rhos.split(",")], args.dense)
+    unknown = set(args.readings.split(",")) - {"masked", "candidates", "all"}
+    if unknown:
+        raise BenchError(f"unknown --readings {', '.join(sorted(unknown))}; choose from masked, candidates, all")
+    machine = args.machine or machine_name(args.device)
+    rows = []
+    for batch in (int(b) for b in args.batch.split(",")):
+        generator = torch.Generator().manual_seed(batch)
+        # Random ids below the special tokens' range stand in for the 5-shot prompt's text.
+        prompts = [torch.randint(0, model.vocab_size - 1, (args.prompt,), generator=generator).tolist()
+                   for _ in range(batch)]
+        runs = {label: timed(decode_fn(model, spec, prompts, args.gen), args.device) for label, spec in specs.items()}
+        warm = {label: decode_fn(model, spec, prompts, args.gen, steps=args.gen // BLOCK * 2)
+                for label, spec in specs.items()}  # a decode in few steps: allocator, kernels, CUDA graphs
+        loads = []
+
+        def progress(repeat, label, reading):
+            loads.append(load_average())
+            print(f"batch {batch} repeat {repeat} {label}: {reading.seconds:.2f}s (wall {reading.wall_s:.2f}s, "
+                  f"load {loads[-1]})", flush=True)
+
+        readings = interleaved(runs, args.repeats, warmup=lambda label: warm[label](), progress=progress)
+        base = readings["confidence"][0].value
+        for label, spec in specs.items():
+            acc = readings[label][-1].value
+            stats = ratio_stats(readings[label], readings["confidence"])
+            accounted = acc.cost_fwd_equiv / base.cost_fwd_equiv
+            rows.append({"machine": machine, "load_avg": f"{loads[0]} .. {loads[-1]}", "batch": batch, "shape": shape,
+                         "dtype": str(dtype).removeprefix("torch."), "clock": "cuda events" if gpu else "thread cpu",
+                         "variant": label, "rows": spec.get("rows", ""), "rho": spec.get("rho", ""), **stats,
+                         "nfe": acc.nfe, "cost_fwd_equiv": round(acc.cost_fwd_equiv, 2),
+                         "accounted_ratio": round(accounted, 4), "gap": round(stats["ratio_median"] - accounted, 4),
+                         "note": args.note})
+    return rows
+
+
+def key(row: dict) -> tuple:
+    return row["machine"], str(row["batch"])
+
+
+def summary(rows: list[dict]) -> str:
+    lines = ["# Whole-decode cost, BoE vs Confidence (`python -m boe_bench.bench.decode`)", "",
+             f"GSM8K-shaped job: {PROMPT}-token prompt (random ids standing in for the 5-shot prompt), "
+             f"L={GEN}, one token per step, blocks of {BLOCK}, decoded end to end by every variant on the same "
+             "random-weight model in one process, interleaved ABBA over repeats. Time: thread CPU time on a CPU "
+             "(one torch thread), CUDA events on a GPU; wall clock beside it. `ratio`: a decode's time over the "
+             "Confidence decode of the same repeat (median; spread = (max - min) / median over repeats, ⚑ above "
+             "10%); `accounted`: cost_fwd_equiv over Confidence's (A.3.4); `gap` = ratio - accounted. CPU model: "
+             "LLaDA-shaped, 4 layers, d=256, MLP 1024, vocab 4096, float32. GPU: LLaDA-8B shape, bf16.", ""]
+    for group in dict.fromkeys(key(r) for r in rows):
+        mine = [r for r in rows if key(r) == group]
+        lines += [f"## {group[0]}, batch {group[1]} ({mine[0].get('clock', '')}, load average {mine[0].get('load_avg', '')})",
+                  "", "| variant | seconds (median / min / max) | wall s | ratio (median, spread) | wall ratio "
+                  "| accounted | gap | NFE | cost |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in mine:
+            lines.append(f"| {r['variant']} | {float(r['seconds_median']):.2f} / {float(r['seconds_min']):.2f} / "
+                         f"{float(r['seconds_max']):.2f} | {float(r['wall_median_s']):.2f} | "
+                         f"{float(r['ratio_median']):.3f} ({float(r['ratio_spread']):.1%}){' ⚑' if r['flag'] else ''} "
+                         f"| {float(r['wall_ratio_median']):.3f} | {float(r['accounted_ratio']):.3f} | "
+                         f"{float(r['gap']):+.3f} | {r['nfe']} | {r['cost_fwd_equiv']} |")
+        lines += [""] + targets(mine, gpu=mine[0].get("clock") == "cuda events")
+        note = next((r["note"] for r in mine if r.get("note")), "")
+        if note:
+            lines += ["", note]
+        lines.append("")
+    if not any(r.get("clock") == "cuda events" for r in rows):
+        lines += ["## GPU", "", "Not measured: no GPU was lent to this run. On a GPU machine: "
+                  "`python -m boe_bench.bench.decode --device cuda --batch 1,8,32 --out gpu.csv`, then "
+                  "`python -m boe_bench.bench.decode --merge gpu.csv --out results/bench/boe_decode.csv` here. "
+                  f"Target there: BoE (default) at batch >= 8 <= {GPU_TARGET}x Confidence.", ""]
+    return "\n".join(lines)
+
+
+def targets(rows: list[dict], gpu: bool) -> list[str]:
+    """The targets for this (machine, batch), met or missed and by how much."""
+    by = {(r["rows"], float(r["rho"])): r for r in rows if r["rows"]}
+    out = []
+    for (reading, rho), limit in TARGETS.items():
+        r = by.get((reading, rho))
+        if r is None:
+            continue
+        if gpu:
+            if int(r["batch"]) < 8 or reading != DEFAULT_ROWS:
+                continue
+            limit = GPU_TARGET
+        out.append(f"- target BoE (rows: {reading}, rho {rho}) <= {limit} x Confidence: "
+                   f"{float(r['ratio_median']):.3f} -> {verdict(float(r['ratio_median']), limit, float(r['ratio_spread']), float(r['ratio_min']), float(r['ratio_max']))}"
+                   f" (accounted {float(r['accounted_ratio']):.3f})")
+    gaps = [(r["variant"], float(r["gap"])) for r in rows if r["rows"]]
+    if gaps:
+        bad = [f"{v} {g:+.3f}" for v, g in gaps if abs(g) > GAP_LIMIT]
+        out.append(f"- measured within {GAP_LIMIT} of accounted: {len(gaps) - len(bad)} of {len(gaps)} variants"
+                   + (f"; not: {', '.join(bad)}" if bad else ""))
+    for reading in sorted({k[0] for k in by}):
+        mine = sorted((r for r in rows if r["rows"] == reading), key=lambda r: float(r["rho"]))
+        if len(mine) < 2:
+            continue
+        costs = [float(r["cost_fwd_equiv"]) for r in mine]
+        measured = [float(r["ratio_median"]) for r in mine]
+        ordered = lambda xs: all(a < b for a, b in zip(xs, xs[1:]))  # noqa: E731
+        out.append(f"- rows: {reading}, rho {' < '.join(str(r['rho']) for r in mine)}: cost "
+                   f"{' / '.join(f'{c:g}' for c in costs)} ({'rising' if ordered(costs) else 'NOT rising'}), "
+                   f"measured ratio {' / '.join(f'{m:.3f}' for m in measured)} "
+                   f"({'rising' if ordered(measured) else 'NOT rising'})")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--shape", default=None, choices=sorted(SHAPES))
+    parser.add_argument("--batch", default="1", help="comma-separated batch sizes (GPU: 1,8,32)")
+    parser.add_argument("--readings", default=",".join(READINGS), help="BoE rows readings to time")
+    parser.add_argument("--rhos", default="0.10,0.25,0.50")
+    parser.add_argument("--dense", action="store_true", help="also time rows: all (the dense backward) at rho 0.25")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--prompt", type=int, default=PROMPT, help="prompt tokens (smoke tests only)")
+    parser.add_argument("--gen", type=int, default=GEN, help="generated tokens = steps (smoke tests only)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU torch threads (thread CPU time needs 1)")
+    parser.add_argument("--machine", default=None, help="machine name for the rows (default: detected)")
+    parser.add_argument("--note", default="", help="a sentence printed under this run's table")
+    parser.add_argument("--out", default=None, help="CSV to merge into (default runs/bench/boe_decode.csv)")
+    parser.add_argument("--merge", default=None, help="a CSV from another machine to fold into --out")
+    args = parser.parse_args()
+    out = out_path(args.out, "boe_decode.csv")
+    rows = read_csv(args.merge) if args.merge else measure(args)
+    merged = merge_csv(rows, out, FIELDS, key)
+    write_text(out.with_suffix(".md"), summary(merged))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    fail_cleanly(main)

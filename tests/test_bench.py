@@ -1,0 +1,104 @@
+"""The cost benchmarks' method (boe_bench.bench): interleaving, spread and flags, where output
+goes, one-sentence errors, and small real runs of each entry point on a tiny random model."""
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+import torch
+
+from boe_bench.bench import common
+from boe_bench.bench.common import BenchError, Reading, abba_order, interleaved, out_path, ratio_stats, verdict
+
+
+def test_abba_order_reverses_on_odd_repeats_and_interleaved_follows_it():
+    assert abba_order(["a", "b", "c"], 0) == ["a", "b", "c"]
+    assert abba_order(["a", "b", "c"], 1) == ["c", "b", "a"]
+    calls = []
+    runs = {k: (lambda k=k: calls.append(k) or Reading(1.0, 1.0)) for k in "ab"}
+    readings = interleaved(runs, repeats=3)
+    assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b"]  # warm-ups, then ABBA
+    assert all(len(v) == 3 for v in readings.values())
+
+
+def test_ratios_are_per_repeat_and_a_wide_spread_is_flagged_not_met():
+    base = [Reading(1.0, 1.0), Reading(2.0, 2.0), Reading(1.0, 1.0)]
+    steady = ratio_stats([Reading(1.1, 1.1), Reading(2.2, 2.2), Reading(1.1, 1.1)], base)
+    assert steady["ratio_median"] == pytest.approx(1.1) and steady["ratio_spread"] == pytest.approx(0.0)
+    assert steady["flag"] == "" and verdict(1.1, 1.15, steady["ratio_spread"]) == "met"
+    noisy = ratio_stats([Reading(1.0, 1.0), Reading(2.6, 2.6), Reading(1.1, 1.1)], base)
+    assert noisy["ratio_median"] == pytest.approx(1.1) and noisy["flag"]
+    assert verdict(noisy["ratio_median"], 1.15, noisy["ratio_spread"]).startswith("not resolved")
+    assert verdict(1.2, 1.15, 0.01).startswith("MISSED by 0.05")
+
+
+def test_timed_measures_thread_cpu_time_not_sleep():
+    import time
+
+    reading = common.timed(lambda: time.sleep(0.2), "cpu")()
+    assert reading.wall_s >= 0.2 and reading.seconds < 0.05
+
+
+def test_default_output_never_lands_in_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert out_path(None, "boe_cost.csv") == Path("runs/bench/boe_cost.csv")
+    with pytest.raises(BenchError, match=".csv"):
+        out_path("results/bench/boe_cost.md", "x.csv")
+
+
+@pytest.mark.parametrize("module, args", [("step", ["--out", "cost.txt"]), ("decode", ["--device", "tpu"]),
+                                          ("decode", ["--readings", "sideways", "--shape", "test"])])
+def test_bad_arguments_end_in_one_sentence_and_exit_2(tmp_path, module, args):
+    done = subprocess.run([sys.executable, "-m", f"boe_bench.bench.{module}", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error:") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_decode_rows_carry_machine_load_and_accounted_ratio(tmp_path):
+    from boe_bench.bench.decode import FIELDS, measure, summary
+
+    args = Namespace(device="cpu", threads=1, shape="test", gen=32, prompt=40, readings="masked", rhos="0.25,0.5",
+                     dense=False, machine=None, batch="1", repeats=3, note="")
+    rows = measure(args)
+    assert [r["variant"] for r in rows] == ["confidence", "boe_masked_rho0.25", "boe_masked_rho0.50"]
+    assert all(r["machine"] and r["load_avg"] and r["repeats"] == 3 and set(FIELDS) >= set(r) for r in rows)
+    assert rows[0]["accounted_ratio"] == 1.0 and rows[0]["ratio_median"] == 1.0
+    assert rows[1]["accounted_ratio"] > 1.0  # the live-row backward is counted
+    text = summary(rows)
+    assert "measured within 0.05 of accounted" in text and "rows: masked, rho 0.25 < 0.5" in text
+
+
+def test_reference_loop_rewrite_writes_what_our_confidence_decode_writes():
+    """Our Confidence decode against our rewrite of LLaDA's generate.py low-confidence loop:
+    same model, prompt and schedule (two blocks, two tokens per step), same tokens."""
+    from boe_bench.bench.common import random_model
+    from boe_bench.bench.reference import llada_budgets, reference_decode
+    from boe_bench.samplers import Schedule, build_sampler
+
+    assert llada_budgets(7, 3) == [3, 2, 2]
+    model = random_model("test", "cpu", torch.float64, seed=3)
+    prompt = torch.randint(0, model.vocab_size - 1, (1, 12), generator=torch.Generator().manual_seed(1))
+    theirs = reference_decode(model, prompt, gen=16, steps=8, block=8)
+    ours = build_sampler("confidence").generate(model, [prompt[0].tolist()], Schedule(16, 8, 8)).tokens
+    assert (theirs != model.mask_id).all() and torch.equal(ours, theirs)
+
+
+def test_profile_pieces_add_up_to_the_step():
+    from boe_bench.bench.common import random_model
+    from boe_bench.bench.profile import PHASES, profile_variants
+    from boe_bench.bench.step import VARIANTS
+
+    model = random_model("test", "cpu", torch.float32)
+    specs = {k: VARIANTS[k] for k in ("confidence", "boe_masked", "boe_candidates")}
+    medians, accounts = profile_variants(model, specs, 160, 120, repeats=1)
+    for label, pieces in medians.items():
+        total = sum(pieces[p][0] for p in PHASES + ["other"])
+        assert total == pytest.approx(pieces["step"][0], rel=1e-6)
+    assert medians["boe_masked"]["live-row backward"][0] > 0 and medians["confidence"]["live-row backward"][0] == 0
+    assert medians["boe_candidates"]["live-row recompute"][0] > 0
+    assert accounts["boe_masked"].live_rows_bwd == 40  # the masked rows of the canvas
+    from boe_bench.samplers.base import Sampler
+
+    assert "forward_live" not in vars(model) and not hasattr(Sampler.draw, "__wrapped__")  # labels removed
