@@ -172,6 +172,31 @@ def sampler_rows(only: list[str] | None = None):
         yield (f"sampler {name}", "decodes on tiny", got, ok)
 
 
+# The trained text model's floor (tests/test_text_mdm.py states why): Confidence at L=128
+# on the first 8 puzzles of d1's subsample parses every answer and gets this share of cells.
+TEXT_MDM_CELL_FLOOR = 0.25
+
+
+def trained_model_rows():
+    """The shipped text_mdm decodes 8 of d1's Sudoku puzzles through the runner (the LLaDA
+    loader, the chat prompt, d1's parser): a miswired checkpoint or tokenizer falls to 0."""
+    from hydra import compose, initialize_config_dir
+
+    from boe_bench.runner import run
+
+    with tempfile.TemporaryDirectory() as out, initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "model=text_mdm", "sampler=confidence", "task=sudoku", "limit=8", "batch_size=8", "gen_length=128",
+            "steps=64", "block_length=32", "progress=false", f"out_dir={out}"])
+        try:
+            metrics = run(cfg)["metrics"]
+            got = f"cell accuracy {metrics['cell_accuracy']:.2f}, solved {metrics['solved']:.2f}"
+            ok = metrics["cell_accuracy"] >= TEXT_MDM_CELL_FLOOR
+        except Exception as err:
+            got, ok = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}", False
+    yield ("trained text_mdm: sudoku x8", f"cells >= {TEXT_MDM_CELL_FLOOR}", got, ok)
+
+
 # Column widths fixed in advance, so each row prints the moment its check ends (a long check,
 # the sandbox battery or a sampler's decode, no longer hides every finished row).
 WIDTHS = (44, 24, 60)
@@ -213,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_sandbox:
             yield from sandbox_rows()
         if not args.skip_samplers:
+            yield from trained_model_rows()
             yield from sampler_rows([n for n in args.samplers.split(",") if n])
 
     rows = print_table(checks())
