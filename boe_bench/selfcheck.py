@@ -1,5 +1,6 @@
 """Check this machine before spending GPU hours: gold answers through every task's scorer,
-the code sandbox's hostile battery, and a short decode with every sampler on the tiny model.
+the code sandbox's hostile battery, a decode of 8 Sudoku puzzles by the trained text_mdm (a floor on
+cell accuracy), and a short decode with every sampler on the tiny model.
 
     python -m boe_bench.selfcheck [--full] [--data <task>=<path> ...] [--samplers a,b] [--skip-samplers] [--skip-sandbox]
 
@@ -150,25 +151,30 @@ def sandbox_rows() -> list[tuple]:
     return rows
 
 
-def sampler_rows(only: list[str] | None = None):
-    """One row per sampler, yielded as its decode finishes."""
+def decode_run(overrides: list[str]) -> tuple[dict | None, str]:
+    """(summary, "") of one runner job in a throw-away directory, or (None, the error in one
+    line): a table row, not a traceback, so the user sees every failure at once."""
     from hydra import compose, initialize_config_dir
 
     from boe_bench.runner import run
 
+    with tempfile.TemporaryDirectory() as out, initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*overrides, "progress=false", f"out_dir={out}"])
+        try:
+            return run(cfg), ""
+        except Exception as err:
+            return None, f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+
+
+def sampler_rows(only: list[str] | None = None):
+    """One row per sampler, yielded as its decode finishes."""
     for config in sorted((CONFIGS / "sampler").glob("*.yaml")):
         name = config.stem
         if only and name not in only:
             continue
-        with tempfile.TemporaryDirectory() as out, initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[
-                "model=tiny", f"sampler={name}", "task=countdown", "limit=2", "batch_size=2", "gen_length=16",
-                "steps=8", "block_length=16", "progress=false", f"out_dir={out}"])
-            try:
-                summary = run(cfg)
-                got, ok = f"decoded {summary['n']} prompts", summary["n"] == 2
-            except Exception as err:  # a table row, not a traceback: the user sees every failure at once
-                got, ok = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}", False
+        summary, error = decode_run(["model=tiny", f"sampler={name}", "task=countdown", "limit=2", "batch_size=2",
+                                     "gen_length=16", "steps=8", "block_length=16"])
+        got, ok = (error, False) if summary is None else (f"decoded {summary['n']} prompts", summary["n"] == 2)
         yield (f"sampler {name}", "decodes on tiny", got, ok)
 
 
@@ -180,20 +186,14 @@ TEXT_MDM_CELL_FLOOR = 0.25
 def trained_model_rows():
     """The shipped text_mdm decodes 8 of d1's Sudoku puzzles through the runner (the LLaDA
     loader, the chat prompt, d1's parser): a miswired checkpoint or tokenizer falls to 0."""
-    from hydra import compose, initialize_config_dir
-
-    from boe_bench.runner import run
-
-    with tempfile.TemporaryDirectory() as out, initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "model=text_mdm", "sampler=confidence", "task=sudoku", "limit=8", "batch_size=8", "gen_length=128",
-            "steps=64", "block_length=32", "progress=false", f"out_dir={out}"])
-        try:
-            metrics = run(cfg)["metrics"]
-            got = f"cell accuracy {metrics['cell_accuracy']:.2f}, solved {metrics['solved']:.2f}"
-            ok = metrics["cell_accuracy"] >= TEXT_MDM_CELL_FLOOR
-        except Exception as err:
-            got, ok = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}", False
+    summary, error = decode_run(["model=text_mdm", "sampler=confidence", "task=sudoku", "limit=8", "batch_size=8",
+                                 "gen_length=128", "steps=64", "block_length=32"])
+    if summary is None:
+        got, ok = error, False
+    else:
+        metrics = summary["metrics"]
+        got = f"cell accuracy {metrics['cell_accuracy']:.2f}, solved {metrics['solved']:.2f}"
+        ok = metrics["cell_accuracy"] >= TEXT_MDM_CELL_FLOOR
     yield ("trained text_mdm: sudoku x8", f"cells >= {TEXT_MDM_CELL_FLOOR}", got, ok)
 
 

@@ -16,6 +16,7 @@ from boe_bench.models.llada import build_llada
 from boe_bench.models.text_mdm import build_text_mdm, shipped_checkpoint
 from boe_bench.samplers import Schedule, build_sampler
 from boe_bench.samplers.base import StopCriterion
+from boe_bench.selfcheck import TEXT_MDM_CELL_FLOOR as CELL_FLOOR
 from boe_bench.tasks.countdown import Countdown
 from boe_bench.tasks.sudoku import Sudoku
 from boe_bench.train import text_data
@@ -27,8 +28,8 @@ from boe_bench.train.text_mdm import EOS, MASK, collate, main as train_main, tas
 # solves no whole puzzle but writes d1's answer format on every one and gets 35% of the
 # empty cells right on the first 16 (chance for a digit 1-4: 25%); a miswired checkpoint
 # (renamed or transposed weights, wrong mask/EOS ids, another tokenizer) writes no parsable
-# grid, so it scores 0. The floor: every answer parsed and at least 25% of the cells.
-CELL_FLOOR = 0.25
+# grid, so it scores 0. The floor (shared with selfcheck): every answer parsed and at
+# least TEXT_MDM_CELL_FLOOR of the cells.
 TESTBED_SAMPLERS = ["confidence", "margin", "entropy", "pc_sampler", "remdm_llada", "lookum", "boe", "random",
                     "fast_dllm", "eb_sampler", "klass"]
 

@@ -186,17 +186,12 @@ def sft_loss(model, noisy, clean, attention, weights) -> torch.Tensor:
 
 def to_llada_state(model) -> dict[str, torch.Tensor]:
     """The network's weights under LLaDA's checkpoint names (the loader's renaming, inverted)."""
-    from boe_bench.models.llada import llada_key_to_llama
+    from boe_bench.models.llada import BLOCK_KEY_MAP, KEY_MAP, llada_key_to_llama
 
     state = model.hf.state_dict()
-    names = {}
-    n_layers = model.hf.config.num_hidden_layers
-    from boe_bench.models.llada import BLOCK_KEY_MAP, KEY_MAP
-
-    candidates = list(KEY_MAP) + [f"model.transformer.blocks.{i}.{k}.weight" for i in range(n_layers)
-                                  for k in BLOCK_KEY_MAP]
-    for key in candidates:
-        names[llada_key_to_llama(key)] = key
+    llada_keys = list(KEY_MAP) + [f"model.transformer.blocks.{i}.{k}.weight"
+                                  for i in range(model.hf.config.num_hidden_layers) for k in BLOCK_KEY_MAP]
+    names = {llada_key_to_llama(key): key for key in llada_keys}
     missing = sorted(set(state) - set(names))
     if missing:
         raise RuntimeError(f"weights without a LLaDA name: {missing}")
@@ -230,7 +225,7 @@ def save_checkpoint(model, tokenizer, config: dict, out: Path, dtype: torch.dtyp
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/text_mdm", help="checkpoint directory (the shipped one: boe_bench/data/text_mdm)")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--d-model", type=int, default=128)
@@ -241,7 +236,7 @@ def parse_args(argv=None):
     p.add_argument("--tokenizer-corpus", type=int, default=4000, help="examples the tokenizer is trained on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--save-every", type=int, default=500, help="also keep a checkpoint every this many steps")
+    p.add_argument("--save-every", type=int, default=200, help="also keep a checkpoint every this many steps")
     p.add_argument("--save-dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--time-limit-min", type=float, default=60.0, help="stop (and save) after this many minutes")
     return p.parse_args(argv)
@@ -264,7 +259,7 @@ def main(argv=None) -> None:
                           max_len=512)
     model = build_denoiser(config, tokenizer, args.seed)
     params = sum(p.numel() for p in model.parameters())
-    lengths = {task: len(tasks[task].prompt_ids(e.doc, tokenizer)) for e in corpus_examples[:2] for task in [e.task]}
+    lengths = {e.task: len(prompt_ids(tasks, tokenizer, e)) for e in corpus_examples[:2]}
     print(f"text_mdm: {params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, prompt tokens {lengths}", flush=True)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
