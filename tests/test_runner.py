@@ -354,8 +354,12 @@ def test_job_wall_adds_up_every_session(tmp_path):
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupt_says_how_to_resume(tmp_path, signum, code):
+    # A suite started in the background (`cmd &`) runs with SIGINT ignored, which the child
+    # would inherit (Python then installs no KeyboardInterrupt handler): give it the default
+    # disposition a user's terminal gives it.
     proc = subprocess.Popen(cli(*JOB, "limit=40", out_dir=tmp_path), cwd=ROOT, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     examples = tmp_path / "examples.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and not (examples.exists() and examples.read_text()):
