@@ -234,6 +234,8 @@ def parse_args(argv=None):
     p.add_argument("--mlp-hidden", type=int, default=384)
     p.add_argument("--vocab", type=int, default=1600)
     p.add_argument("--tokenizer-corpus", type=int, default=4000, help="examples the tokenizer is trained on")
+    p.add_argument("--mix", default="sudoku,sudoku,countdown",
+                   help="the training stream's task cycle (Sudoku twice per Countdown by default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-every", type=int, default=200, help="also keep a checkpoint every this many steps")
@@ -244,6 +246,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from boe_bench.train.text_data import GENERATORS
+
+    unknown = sorted(set(args.mix.split(",")) - set(GENERATORS))
+    if unknown:
+        raise SystemExit(f"--mix names unknown tasks {unknown}; known: {sorted(GENERATORS)}")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     out = Path(args.out)
@@ -267,7 +274,7 @@ def main(argv=None) -> None:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, 0.1 + 0.45 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))))
     generator = torch.Generator().manual_seed(args.seed)
-    stream = example_stream(args.seed + 1)  # training stream (the tokenizer's corpus used seed args.seed)
+    stream = example_stream(args.seed + 1, tuple(args.mix.split(",")))  # training stream (the tokenizer's corpus used seed args.seed)
     dtype = getattr(torch, args.save_dtype)
     log_path = out / "train_log.csv"
     started = time.time()
