@@ -98,7 +98,7 @@ it. It is not a language model of anything else. Load it as `model=text_mdm` (th
   over all three numbers (operators weighted to the test file's mostly additive mix); no
   (numbers, target) pair of d1's cd3 test file is generated. Reasoning is a two-line worked
   trace of the intermediate results; the answer is `\\boxed{{expression}}`.
-- Tasks alternate; prompts are built by the tasks' own `prompt_text` and the chat template.
+- The training stream cycles `{args.get('mix', 'sudoku,countdown')}`; prompts are built by the tasks' own `prompt_text` and the chat template.
 
 ## Objective and training
 LLaDA's SFT loss (Nie et al. 2025, arXiv 2502.09992, Eq. 5; response-length normalisation as in
@@ -110,7 +110,7 @@ response padded with `<|endoftext|>` to the canvas end (canvas 128 tokens with p
 Shipped: step {step} of a {args['steps']}-step schedule (loss {float(last['loss']):.4f} at the
 last logged step, {float(last['wall_s']) / 60:.1f} min wall, {float(last['cpu_s']) / 60:.1f} min process CPU
 time on the 2-core CPU VM, shared with other jobs). Reproduce with
-`python -m boe_bench.train.text_mdm --out runs/text_mdm --steps {args['steps']} --save-every {args['save_every']}`,
+`python -m boe_bench.train.text_mdm --out runs/text_mdm` (the defaults are this run's: {_flags(args)}),
 then `python -m boe_bench.train.text_curve runs/text_mdm` and
 `python -m boe_bench.train.ship_text_mdm runs/text_mdm --step {step}` (`make train_text_mdm`).
 
@@ -125,9 +125,14 @@ Confidence, two tokens per step, blocks of 32, on problems generated from a held
 The test-set numbers of every sampler are in `results/text_testbed/` (`make text_testbed`).
 
 ## Limits
-A 1M-parameter model trained for minutes: it solves part of the problems, which is what it
+A {params / 1e6:.1f}M-parameter model trained for under an hour on a CPU: it solves part of the problems, which is what it
 is for (samplers can differ on it). Its absolute scores say nothing about LLaDA-8B's.
 """
+
+
+def _flags(args: dict) -> str:
+    skip = {"out", "time_limit_min"}
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in args.items() if k not in skip)
 
 
 def _param_counts(directory: Path) -> dict[str, int]:

@@ -5,7 +5,7 @@ Each checkpoint the trainer kept (``<run>/step*/``) decodes held-out problems ge
 so choosing a checkpoint does not peek at the test), through the ordinary runner: the task's
 own prompt and scorer, Confidence, two tokens per step, blocks of 32.
 
-    python -m boe_bench.train.text_curve runs/text_mdm --n 64 --gen-length 256
+    python -m boe_bench.train.text_curve runs/text_mdm --n 32 --gen-length 256
 
 writes ``<run>/curve/{sudoku_dev.csv, countdown_dev.jsonl}`` (the held-out problems, in d1's
 file formats) and ``<run>/curve.csv`` (step, task, metric, value, n).
@@ -58,7 +58,7 @@ def evaluate(checkpoint: Path, task: str, data: Path, gen_length: int, out_dir: 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="the trainer's --out directory")
-    p.add_argument("--n", type=int, default=64, help="held-out problems per task")
+    p.add_argument("--n", type=int, default=32, help="held-out problems per task")
     p.add_argument("--gen-length", type=int, default=256)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", default=None, help="comma-separated steps to evaluate (default: every step*/ kept)")

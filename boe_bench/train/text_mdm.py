@@ -225,11 +225,11 @@ def save_checkpoint(model, tokenizer, config: dict, out: Path, dtype: torch.dtyp
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/text_mdm", help="checkpoint directory (the shipped one: boe_bench/data/text_mdm)")
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=3500)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--layers", type=int, default=6)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--mlp-hidden", type=int, default=384)
     p.add_argument("--vocab", type=int, default=1600)
@@ -238,9 +238,9 @@ def parse_args(argv=None):
                    help="the training stream's task cycle (Sudoku twice per Countdown by default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--save-every", type=int, default=200, help="also keep a checkpoint every this many steps")
+    p.add_argument("--save-every", type=int, default=500, help="also keep a checkpoint every this many steps")
     p.add_argument("--save-dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    p.add_argument("--time-limit-min", type=float, default=60.0, help="stop (and save) after this many minutes")
+    p.add_argument("--time-limit-min", type=float, default=58.0, help="stop (and save) after this many minutes")
     return p.parse_args(argv)
 
 
