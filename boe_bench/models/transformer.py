@@ -212,8 +212,9 @@ class TransformerDenoiser(Denoiser):
         the live rows' own (written out, ``_attend_live``, or through the fused kernel over
         one key tensor with the fresh keys scattered in when many rows are live), so
         gradient reaches a live row only through live queries. The step therefore costs one
-        forward, the live queries' attention and the backward, which is what the accounting
-        charges (one forward plus the live rows' backward). The live logits (with autograd)
+        forward, the live queries' attention a second time and the backward; the accounting
+        charges one forward plus the live rows' backward, so that attention is the part it
+        does not see (results/bench/boe_profile.md). The live logits (with autograd)
         are the frozen pass's at those rows. One spare masked slot (index L) takes padding
         entries of ``live_rows``."""
         b, n = ids.shape
