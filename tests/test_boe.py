@@ -108,6 +108,35 @@ def test_one_pass_forward_equals_full_forward_plus_live_recompute(model64, fused
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_given_linear_outputs_leave_boe_tokens_unchanged(arch, fused, monkeypatch):
+    """``forward_live`` gives the live-row graph its linear maps' outputs from the frozen pass
+    instead of computing them again; in float32 (the benchmarks' dtype), on both attention
+    routes, a BoE decode writes the same tokens, with the same TIS to rounding, as when the
+    graph computes every linear map itself (the implementation before)."""
+    from boe_bench.models import transformer
+
+    model = build_tiny(arch, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, seed=11, dtype="float32")
+    monkeypatch.setattr(model, "DENSE_LIVE_FRACTION", 1e9 if fused else 1e-9)
+    prompts = [model.tokenizer(t)["input_ids"] for t in ("Question: 12+30?\nAnswer:", "Hi")]
+
+    def decode():
+        return BoESampler(rows="masked", rho=0.5).generate(model, prompts, Schedule(16, 8, 8), trace=True)
+
+    given = decode()
+    with monkeypatch.context() as patch:
+        patch.setattr(transformer, "_given", lambda x, value, linear: linear(x))
+        computed = decode()
+    assert torch.equal(given.tokens, computed.tokens)
+    ranked = 0
+    for one, two in zip(given.trace, computed.trace):
+        for a, b in zip(one["tis_chosen"] + one["tis_rejected"], two["tis_chosen"] + two["tis_rejected"]):
+            ranked += len(a)
+            assert a == pytest.approx(b, rel=1e-4, abs=1e-7)
+    assert ranked > 0
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_one_pass_decode_equals_two_pass_decode(arch):
     model = build_tiny(arch, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, seed=3, dtype="float64")
     prompts = [model.tokenizer(t)["input_ids"] for t in ("Question: 12+30?\nAnswer:", "Hi")]

@@ -252,6 +252,15 @@ def write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def write_results(out: Path, text: str, rows: list[dict] | None = None, fields: list[str] | None = None) -> None:
+    """A benchmark's outputs: its CSV ``out`` (unless the caller merged it already: ``rows``
+    None) and the markdown ``text`` beside it (same name, ``.md``), both written atomically."""
+    if rows is not None:
+        write_csv(rows, out, fields)
+    write_text(out.with_suffix(".md"), text)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
 def read_csv(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():

@@ -24,7 +24,7 @@ import torch
 
 from boe_bench.bench.common import (
     SHAPES, BenchError, fail_cleanly, interleaved, load_average, machine_name, merge_csv, out_path, random_model,
-    ratio_stats, read_csv, setup_device, timed, verdict, write_text,
+    ratio_stats, read_csv, setup_device, timed, verdict, write_results,
 )
 from boe_bench.samplers import Schedule, build_sampler
 
@@ -190,8 +190,7 @@ def main() -> None:
     out = out_path(args.out, "boe_decode.csv")
     rows = read_csv(args.merge) if args.merge else measure(args)
     merged = merge_csv(rows, out, FIELDS, key)
-    write_text(out.with_suffix(".md"), summary(merged))
-    print(f"wrote {out} and {out.with_suffix('.md')}")
+    write_results(out, summary(merged))
 
 
 if __name__ == "__main__":

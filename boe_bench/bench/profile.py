@@ -33,7 +33,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from boe_bench.bench.common import (
-    BenchError, abba_order, fail_cleanly, load_average, machine_name, out_path, random_model, setup_device, write_csv, write_text,
+    BenchError, abba_order, fail_cleanly, load_average, machine_name, out_path, random_model, setup_device,
+    write_results,
 )
 from boe_bench.bench.step import BLOCK, BUDGET, VARIANTS, step_run
 from boe_bench.samplers import boe as boe_module
@@ -215,10 +216,8 @@ def main() -> None:
     rows, text = measure(args)
     if args.notes:
         text += "\n" + open(args.notes).read()
-    write_csv(rows, out, FIELDS)
-    write_text(out.with_suffix(".md"), text)
     print(text)
-    print(f"wrote {out} and {out.with_suffix('.md')}")
+    write_results(out, text, rows, FIELDS)
 
 
 if __name__ == "__main__":

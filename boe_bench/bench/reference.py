@@ -22,7 +22,7 @@ import torch
 
 from boe_bench.bench.common import (
     SHAPES, BenchError, fail_cleanly, interleaved, load_average, machine_name, out_path, random_model, ratio_stats,
-    setup_device, timed, verdict, write_csv, write_text,
+    setup_device, timed, verdict, write_results,
 )
 from boe_bench.samplers import Schedule, build_sampler
 
@@ -115,10 +115,8 @@ def main() -> None:
     args = parser.parse_args()
     out = out_path(args.out, "harness_overhead.csv")
     rows, text = measure(args)
-    write_csv(rows, out, FIELDS)
-    write_text(out.with_suffix(".md"), text)
     print(text)
-    print(f"wrote {out} and {out.with_suffix('.md')}")
+    write_results(out, text, rows, FIELDS)
 
 
 if __name__ == "__main__":

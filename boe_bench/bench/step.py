@@ -23,7 +23,7 @@ import torch
 
 from boe_bench.bench.common import (
     SHAPES, Reading, BenchError, fail_cleanly, interleaved, load_average, machine_name, merge_csv, out_path,
-    random_model, ratio_stats, read_csv, setup_device, sync, timed, verdict, write_text,
+    random_model, ratio_stats, read_csv, setup_device, sync, timed, verdict, write_results,
 )
 from boe_bench.samplers import build_sampler
 from boe_bench.samplers.base import DecodeState, entropy
@@ -310,8 +310,7 @@ def main() -> None:
     if existing:
         merge_csv(existing, out, FIELDS, key)  # rewrite an earlier format in this one's fields
     merged = merge_csv([upgrade(r) for r in rows], out, FIELDS, key)
-    write_text(out.with_suffix(".md"), summary(merged))
-    print(f"wrote {out} and {out.with_suffix('.md')}")
+    write_results(out, summary(merged))
 
 
 if __name__ == "__main__":

@@ -85,19 +85,21 @@ class TransformerDenoiser(Denoiser):
 
 
     def _qkv(self, layer, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        b, n, _ = x.shape
         attn = layer.self_attn
-        q = attn.q_proj(x).view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(x).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        return self._heads(attn.q_proj(x), attn.k_proj(x), attn.v_proj(x), cos, sin)
+
+    def _heads(self, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Projections [B, n, H*D] -> rotated queries and keys, values [B, H(_kv), n, D]."""
+        b, n, _ = q.shape
+        q = q.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
         return _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin), v
 
-    def _attend(self, layer, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, enable_gqa=self.n_kv_heads != self.n_heads
-        )
-        b, _, n, _ = q.shape
-        return layer.self_attn.o_proj(out.transpose(1, 2).reshape(b, n, -1))
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        """The fused attention kernel, heads merged [B, n, H*D] (before ``o_proj``)."""
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=self.n_kv_heads != self.n_heads)
+        return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
 
     def _rotary(self, h: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
         """cos, sin [B, 1, n, D] in the dtype the rotation runs in (see the class docstring).
@@ -118,21 +120,34 @@ class TransformerDenoiser(Denoiser):
         keys, values = [], []
         h = embeds
         for layer in self.hf.model.layers:
-            h, k, v = self._layer(layer, h, cos, sin, bias)
+            h, k, v, _ = self._layer(layer, h, cos, sin, bias)
             if capture:
                 keys.append(k.detach())
                 values.append(v.detach())
         state = FrozenState(keys, values, positions, key_mask) if capture else None
         return self._head(h), state
 
-    def _layer(self, layer, h: Tensor, cos: Tensor, sin: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One block over every row of the canvas: (output, its keys, its values). The full
-        forward and ``forward_live``'s frozen pass both run this, so they agree bit for bit."""
-        q, k, v = self._qkv(layer, _rms_norm(layer.input_layernorm, h), cos, sin)
-        h = h + self._attend(layer, q, k, v, bias)
-        return h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h)), k, v
+    def _layer(self, layer, h: Tensor, cos: Tensor, sin: Tensor, bias: Tensor,
+               take: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, dict | None]:
+        """One block over every row of the canvas: (output, its keys, its values, taken). The
+        full forward and ``forward_live``'s frozen pass both run this, so they agree bit for
+        bit. ``take`` (flat row indices [B*A], see ``_rows``) also returns the outputs of the
+        block's seven linear maps at those rows (``taken``), the values ``forward_live``'s
+        live-row graph is given instead of computing them again."""
+        attn, mlp = layer.self_attn, layer.mlp
+        x = _rms_norm(layer.input_layernorm, h)
+        raw = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        q, k, v = self._heads(*raw, cos, sin)
+        o = attn.o_proj(self._attend(q, k, v, bias))
+        h = h + o
+        x = _rms_norm(layer.post_attention_layernorm, h)
+        gate, up = mlp.gate_proj(x), mlp.up_proj(x)
+        down = mlp.down_proj(mlp.act_fn(gate) * up)
+        taken = None if take is None else {name: _rows(t, take) for name, t in
+                                           zip(("q", "k", "v", "o", "gate", "up", "down"), (*raw, o, gate, up, down))}
+        return h + down, k, v, taken
 
-    def _attend_live(self, layer, q: Tensor, keys: Tensor, values: Tensor, frozen_bias: Tensor, k: Tensor,
+    def _attend_live(self, q: Tensor, keys: Tensor, values: Tensor, frozen_bias: Tensor, k: Tensor,
                      v: Tensor, live_bias: Tensor) -> Tensor:
         """Live queries q [B, H, A, D] over two key sets at once, one softmax across both:
         the frozen keys/values [B, H_kv, L, D] (no gradient; ``frozen_bias`` hides padding and
@@ -141,7 +156,7 @@ class TransformerDenoiser(Denoiser):
         frozen keys never get a gradient buffer, so the backward costs O(A L d) per layer and
         never touches an [L, d] tensor, which a fused kernel's backward zero-fills for dK/dV
         on every call (what dominated a few-row backward on the CPU). Scores and softmax in
-        at least float32."""
+        at least float32. Returns the heads merged [B, A, H*D], before ``o_proj``."""
         b, heads, a, d = q.shape
         groups = self.n_kv_heads
         compute = torch.promote_types(q.dtype, torch.float32)
@@ -153,7 +168,7 @@ class TransformerDenoiser(Denoiser):
         n = keys.shape[2]
         out = (probs[..., :n].reshape(b, groups, -1, n) @ values
                + probs[..., n:].reshape(b, groups, -1, k.shape[2]) @ v).view(b, heads, a, d)
-        return layer.self_attn.o_proj(out.transpose(1, 2).reshape(b, a, -1))
+        return out.transpose(1, 2).reshape(b, a, -1)
 
     def _live_biases(self, key_mask: Tensor, live_rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(valid [B, A], frozen-key bias [B, 1, 1, L], live-key bias [B, 1, 1, A]) in float32;
@@ -176,7 +191,7 @@ class TransformerDenoiser(Denoiser):
             # The frozen slots of the live rows are hidden; their fresh keys/values stand in.
             # Attention written out sums in another order than SDPA: logits agree with the full
             # forward to rounding (tests: 1e-12 in float64), not bit for bit.
-            h = h + self._attend_live(layer, q, k_frozen, v_frozen, frozen_bias, k, v, live_bias)
+            h = h + layer.self_attn.o_proj(self._attend_live(q, k_frozen, v_frozen, frozen_bias, k, v, live_bias))
             h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
         return self._head(h)
 
@@ -187,45 +202,85 @@ class TransformerDenoiser(Denoiser):
     def forward_live(self, ids, attention_mask, live_rows):
         """One pass over the layers (see ``Denoiser.forward_live``). Each layer runs the full
         forward's block over all L rows without autograd (``_layer``, the very computation of
-        ``forward_rows``), then the live rows with autograd: their queries attend over the
-        frozen keys/values of every other row and their own fresh ones (written out,
-        ``_attend_live``, or through the fused kernel over one key tensor with the fresh keys
-        scattered in when many rows are live), so gradient reaches a live row only through
-        live queries. The position logits returned are the full pass's: bit-identical to
-        ``forward`` at every row, live or not, in every dtype and on both attention routes
-        (the live rows' own logits agree with them to rounding). The frozen pass covers the
-        live rows too, which is what the accounting charges (one forward plus A live rows).
-        One spare masked slot (index L) takes padding entries of ``live_rows``."""
+        ``forward_rows``), so the position logits returned are bit-identical to ``forward`` at
+        every row, live or not, in every dtype and on both attention routes. The live rows'
+        graph is built beside it without computing their rows a second time: each of a
+        block's linear maps (and the LM head) is ``_given`` the frozen pass's output at the
+        live rows and only contributes its input gradient (grad W) to the backward; the
+        norms, rotary, activation and the live queries' attention run with autograd over the
+        live rows. Those queries attend over the frozen keys/values of every other row and
+        the live rows' own (written out, ``_attend_live``, or through the fused kernel over
+        one key tensor with the fresh keys scattered in when many rows are live), so
+        gradient reaches a live row only through live queries. The step therefore costs one
+        forward, the live queries' attention a second time and the backward; the accounting
+        charges one forward plus the live rows' backward, so that attention is the part it
+        does not see (results/bench/boe_profile.md). The live logits (with autograd)
+        are the frozen pass's at those rows. One spare masked slot (index L) takes padding
+        entries of ``live_rows``."""
         b, n = ids.shape
         embeds = self.embed(ids).detach()
         key_mask, positions, bias = canvas_masks(embeds, attention_mask, self.pads_take_positions)
         cos, sin = self._rotary(embeds, positions)
-        cos_a, sin_a = self._rotary(embeds, positions.gather(1, live_rows.clamp(max=n - 1)))
+        clamped = live_rows.clamp(max=n - 1)
+        take = (clamped + torch.arange(b, device=ids.device)[:, None] * n).flatten()
+        cos_a, sin_a = self._rotary(embeds, positions.gather(1, clamped))
         slot_a = live_rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)
         _, frozen_bias, live_bias = self._live_biases(key_mask, live_rows)
         dense_live = live_rows.shape[1] * self.DENSE_LIVE_FRACTION > n
         if dense_live:
             spare_bias = padding_bias(torch.cat([key_mask, key_mask.new_zeros(b, 1)], dim=1), embeds.dtype)
         spare = lambda t: torch.cat([t, t.new_zeros(b, t.shape[1], 1, t.shape[3])], dim=2)  # noqa: E731
-        index = live_rows.clamp(max=n - 1)[..., None].expand(-1, -1, embeds.shape[-1])
-        live_embeds = embeds.gather(1, index).requires_grad_(True)
+        live_embeds = _rows(embeds, take).requires_grad_(True)
         h_all, h = embeds, live_embeds
         with torch.enable_grad():
             for layer in self.hf.model.layers:
+                attn, mlp = layer.self_attn, layer.mlp
                 with torch.no_grad():
-                    h_next, k_f, v_f = self._layer(layer, h_all, cos, sin, bias)
-                q, k, v = self._qkv(layer, _rms_norm(layer.input_layernorm, h), cos_a, sin_a)
+                    h_all, k_f, v_f, given = self._layer(layer, h_all, cos, sin, bias, take)
+                x = _rms_norm(layer.input_layernorm, h)
+                q, k, v = self._heads(_given(x, given["q"], attn.q_proj), _given(x, given["k"], attn.k_proj),
+                                      _given(x, given["v"], attn.v_proj), cos_a, sin_a)
                 if dense_live:  # many live rows: the fused kernel over one key tensor is faster
                     keys, values = spare(k_f).scatter(2, slot_a, k), spare(v_f).scatter(2, slot_a, v)
-                    h = h + self._attend(layer, q, keys, values, spare_bias)
+                    out = self._attend(q, keys, values, spare_bias)
                 else:
-                    h = h + self._attend_live(layer, q, k_f, v_f, frozen_bias, k, v, live_bias)
-                h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
-                h_all = h_next
-            live_logits = self._head(h)
-        with torch.no_grad():
-            logits = self._head(h_all)
+                    out = self._attend_live(q, k_f, v_f, frozen_bias, k, v, live_bias)
+                h = h + _given(out, given["o"], attn.o_proj)
+                x = _rms_norm(layer.post_attention_layernorm, h)
+                act = mlp.act_fn(_given(x, given["gate"], mlp.gate_proj)) * _given(x, given["up"], mlp.up_proj)
+                h = h + _given(act, given["down"], mlp.down_proj)
+            with torch.no_grad():
+                logits = self._head(h_all)
+            live_logits = _given(_rms_norm(self.hf.model.norm, h), _rows(logits, take), self.hf.lm_head)
         return self.rows_to_positions(logits), live_logits, live_embeds
+
+
+def _rows(t: Tensor, take: Tensor) -> Tensor:
+    """[B, n, F] -> [B, A, F]: the rows at flat indices ``take`` (b * n + row, [B*A]) as whole-row
+    copies; a gather with an index expanded over F would read an index as large as the rows
+    (over the vocabulary for logits: 5% of a CPU step)."""
+    return t.reshape(-1, t.shape[-1]).index_select(0, take).view(t.shape[0], -1, t.shape[-1])
+
+
+class _Given(torch.autograd.Function):
+    """y = x W^T + b whose value was computed elsewhere (the frozen pass, at the same rows):
+    forward returns ``value`` as it is, backward the input gradient grad W. The weights
+    need no gradient (BoE differentiates inputs only), so this is the linear map's whole
+    backward, and its forward is not paid twice."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, value: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(weight)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (weight,) = ctx.saved_tensors
+        return grad @ weight, None, None
+
+
+def _given(x: Tensor, value: Tensor, linear) -> Tensor:
+    return _Given.apply(x, value, linear.weight)
 
 
 def make_bidirectional(hf_model) -> None:

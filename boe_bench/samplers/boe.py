@@ -34,7 +34,9 @@ the GSM8K-shaped job (900-token prompt, L = 128, blocks of 32, thread CPU time, 
 repeats on a loaded 2-core VM, spread 10-18%) a whole decode costs, against Confidence's,
 1.19 / 1.22 / 1.22x with ``masked`` (accounted 1.09 / 1.11 / 1.12) and 1.01 / 1.13 / 1.26x
 with ``candidates`` (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15) at rho
-0.10 / 0.25 / 0.50. So at Table 5's shape ``candidates`` is the cheaper reading and the one
+0.10 / 0.25 / 0.50 (before the live-row graph was given the frozen pass's linear-map
+outputs; after it, ``masked`` at rho 0.25 costs 1.144x, accounted 1.113, spread 4%:
+boe_decode.md). So at Table 5's shape ``candidates`` is the cheaper reading and the one
 whose cost moves with rho. Accuracy points the other way, weakly: on the trained puzzle
 model (150 puzzles with 70 empty cells, the same puzzles for both readings) ``candidates``
 never solved more, 0.900 vs 0.940 at 70 steps (paired difference -0.040 ± 0.058), 0.387 vs
