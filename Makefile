@@ -15,10 +15,10 @@ sweep = $(PYTHON) -m boe_bench -m experiment=$(1) \
 report = $(PYTHON) -m boe_bench.report experiment=$(1) $(if $(OUT),out=$(OUT))
 experiment = $(call sweep,$(1),$(2),$(3)) && $(call report,$(1))
 
-.PHONY: help setup demo test selfcheck test-slow test-gpu table2 table3 table4 table5 figure4 figure4_puzzle tables testbed bench train_text_mdm text_testbed
+.PHONY: help setup demo test selfcheck test-slow test-gpu table2 table3 table4 table5 figure4 figure4_puzzle tables testbed diagnostics_sweep code_eval_parity bench train_text_mdm train_puzzle_mdm text_testbed
 
 help:  ## list targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
 # Where `make setup` gets torch when none is installed: empty = the package index pip is set up
 # with (PyPI serves Linux the CUDA build, several GB); a CPU-only machine passes PyTorch's CPU
@@ -79,8 +79,21 @@ train_text_mdm:  ## train the text MDM (LLaDA architecture, d1 Sudoku/Countdown;
 text_testbed:  ## Table 2's Sudoku/Countdown columns, 11 samplers x L in {128,256}, on text_mdm (CPU) -> reports/text_testbed (OUT=results)
 	$(call experiment,text_testbed)
 
+# The experiment modules read configs/<module>/default.yaml; EXTRA adds key=value overrides.
 testbed:  ## every sampler on the self-trained puzzle model -> reports/testbed (OUT=results: results/testbed)
-	$(PYTHON) -m boe_bench.experiments.testbed --out $(or $(OUT),reports)/testbed
+	$(PYTHON) -m boe_bench.experiments.testbed out=$(or $(OUT),reports)/testbed $(EXTRA)
+
+diagnostics_sweep:  ## puzzle-model solve rate vs steps, then the boe_exact pass, and the diagnose table -> reports/diagnostics (OUT=results)
+	$(PYTHON) -m boe_bench.experiments.diagnostics_sweep out=$(or $(OUT),reports)/diagnostics $(EXTRA)
+	$(PYTHON) -m boe_bench.experiments.diagnostics_sweep --config-name=exact out=$(or $(OUT),reports)/diagnostics $(EXTRA)
+
+# REFERENCE: a local copy of HF evaluate's metrics/code_eval/execute.py (empty: our verdicts only).
+REFERENCE ?=
+code_eval_parity:  ## our sandbox's HumanEval/MBPP verdicts beside code_eval's -> reports/code_eval_parity.csv (OUT=results)
+	$(PYTHON) -m boe_bench.experiments.code_eval_parity out=$(or $(OUT),reports)/code_eval_parity.csv $(if $(REFERENCE),reference=$(REFERENCE)) $(EXTRA)
+
+train_puzzle_mdm:  ## train the 9x9 puzzle MDM (400 steps, GPU when present) -> runs/puzzle_mdm; EXTRA='--steps N ...'
+	$(PYTHON) -m boe_bench.train.puzzle_mdm $(EXTRA)
 
 bench:  ## CPU cost benchmarks (thread CPU time, ABBA repeats) -> runs/bench; OUT=results/bench to rewrite the committed tables
 	$(PYTHON) -m boe_bench.bench.step --lengths 1024 --repeats 3 --out $(or $(OUT),runs/bench)/boe_cost.csv
