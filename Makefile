@@ -9,8 +9,12 @@ OUT ?=
 # MODEL=tiny runs every cell of an experiment on CPU: a tiny random model ($(2) when given,
 # e.g. tiny_mdlm for Table 4) and the task slices in tests/fixtures (configs/profile/$(3) or tiny).
 # LIMIT=2 is the CPU smoke size everywhere (two examples per cell: the least that has an interval).
+# It runs torch on one thread: a tiny model's forward is too small to split, and two threads on a
+# loaded 2-core machine spin-wait for each other (20 forwards: 0.23 s CPU on one thread, 4.8-6.5 s
+# on two, with load ~6; README "LIMIT and time").
 TINY = model=$(or $(2),tiny) +profile=$(or $(3),tiny)
-sweep = $(PYTHON) -m boe_bench -m experiment=$(1) \
+TINY_ENV = $(if $(filter tiny,$(MODEL)),OMP_NUM_THREADS=1)
+sweep = $(TINY_ENV) $(PYTHON) -m boe_bench -m experiment=$(1) \
 	$(if $(filter tiny,$(MODEL)),$(TINY),$(if $(MODEL),model=$(MODEL))) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA)
 report = $(PYTHON) -m boe_bench.report experiment=$(1) $(if $(OUT),out=$(OUT))
 experiment = $(call sweep,$(1),$(2),$(3)) && $(call report,$(1))
@@ -54,7 +58,7 @@ table3:  ## Table 3 sweep (LLaDA-1.5, GPU) and its report
 
 table4:  ## Table 4 (MDLM rows, then the SEDD row; OWT, T=128); MODEL=tiny LIMIT=2: tiny_mdlm/tiny_sedd on CPU
 	$(call sweep,table4,tiny_mdlm,tiny_owt) \
-	&& $(PYTHON) -m boe_bench -m experiment=table4 sampler=sedd_analytic \
+	&& $(TINY_ENV) $(PYTHON) -m boe_bench -m experiment=table4 sampler=sedd_analytic \
 	$(if $(filter tiny,$(MODEL)),model=tiny_sedd +profile=tiny_owt,model=sedd_small) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA) \
 	&& $(call report,table4)
 
