@@ -62,7 +62,7 @@ table4:  ## Table 4 (MDLM rows, then the SEDD row; OWT, T=128); MODEL=tiny LIMIT
 	$(if $(filter tiny,$(MODEL)),model=tiny_sedd +profile=tiny_owt,model=sedd_small) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA) \
 	&& $(call report,table4)
 
-table5:  ## Table 5 ablations (GSM8K L=128, one token per step); MODEL=tiny LIMIT=2 on CPU (19 min, 2 shared cores)
+table5:  ## Table 5 ablations (GSM8K L=128, one token per step); MODEL=tiny LIMIT=2 on CPU (7 min, 2 shared cores)
 	$(call experiment,table5)
 
 figure4:  ## Figure 4 accuracy-NFE sweeps and Pareto plots; MODEL=tiny LIMIT=2 on CPU
