@@ -9,16 +9,20 @@ OUT ?=
 # MODEL=tiny runs every cell of an experiment on CPU: a tiny random model ($(2) when given,
 # e.g. tiny_mdlm for Table 4) and the task slices in tests/fixtures (configs/profile/$(3) or tiny).
 # LIMIT=2 is the CPU smoke size everywhere (two examples per cell: the least that has an interval).
+# It runs torch on one thread: a tiny model's forward is too small to split, and two threads on a
+# loaded 2-core machine spin-wait for each other (20 forwards: 0.23 s CPU on one thread, 4.8-6.5 s
+# on two, with load ~6; README "LIMIT and time").
 TINY = model=$(or $(2),tiny) +profile=$(or $(3),tiny)
-sweep = $(PYTHON) -m boe_bench -m experiment=$(1) \
+TINY_ENV = $(if $(filter tiny,$(MODEL)),OMP_NUM_THREADS=1)
+sweep = $(TINY_ENV) $(PYTHON) -m boe_bench -m experiment=$(1) \
 	$(if $(filter tiny,$(MODEL)),$(TINY),$(if $(MODEL),model=$(MODEL))) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA)
 report = $(PYTHON) -m boe_bench.report experiment=$(1) $(if $(OUT),out=$(OUT))
 experiment = $(call sweep,$(1),$(2),$(3)) && $(call report,$(1))
 
-.PHONY: help setup demo test selfcheck test-slow test-gpu table2 table3 table4 table5 figure4 figure4_puzzle tables testbed bench train_text_mdm text_testbed
+.PHONY: help setup demo test selfcheck test-slow test-gpu table2 table3 table4 table5 figure4 figure4_puzzle tables testbed diagnostics_sweep code_eval_parity bench train_text_mdm train_puzzle_mdm text_testbed
 
 help:  ## list targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
 # Where `make setup` gets torch when none is installed: empty = the package index pip is set up
 # with (PyPI serves Linux the CUDA build, several GB); a CPU-only machine passes PyTorch's CPU
@@ -54,11 +58,11 @@ table3:  ## Table 3 sweep (LLaDA-1.5, GPU) and its report
 
 table4:  ## Table 4 (MDLM rows, then the SEDD row; OWT, T=128); MODEL=tiny LIMIT=2: tiny_mdlm/tiny_sedd on CPU
 	$(call sweep,table4,tiny_mdlm,tiny_owt) \
-	&& $(PYTHON) -m boe_bench -m experiment=table4 sampler=sedd_analytic \
+	&& $(TINY_ENV) $(PYTHON) -m boe_bench -m experiment=table4 sampler=sedd_analytic \
 	$(if $(filter tiny,$(MODEL)),model=tiny_sedd +profile=tiny_owt,model=sedd_small) $(if $(LIMIT),limit=$(LIMIT)) $(EXTRA) \
 	&& $(call report,table4)
 
-table5:  ## Table 5 ablations (GSM8K L=128, one token per step); MODEL=tiny LIMIT=2 on CPU (19 min, 2 shared cores)
+table5:  ## Table 5 ablations (GSM8K L=128, one token per step); MODEL=tiny LIMIT=2 on CPU (7 min, 2 shared cores)
 	$(call experiment,table5)
 
 figure4:  ## Figure 4 accuracy-NFE sweeps and Pareto plots; MODEL=tiny LIMIT=2 on CPU
@@ -79,8 +83,21 @@ train_text_mdm:  ## train the text MDM (LLaDA architecture, d1 Sudoku/Countdown;
 text_testbed:  ## Table 2's Sudoku/Countdown columns, 11 samplers x L in {128,256}, on text_mdm (CPU) -> reports/text_testbed (OUT=results)
 	$(call experiment,text_testbed)
 
+# The experiment modules read configs/<module>/default.yaml; EXTRA adds key=value overrides.
 testbed:  ## every sampler on the self-trained puzzle model -> reports/testbed (OUT=results: results/testbed)
-	$(PYTHON) -m boe_bench.experiments.testbed --out $(or $(OUT),reports)/testbed
+	$(PYTHON) -m boe_bench.experiments.testbed out=$(or $(OUT),reports)/testbed $(EXTRA)
+
+diagnostics_sweep:  ## puzzle-model solve rate vs steps, then the boe_exact pass, and the diagnose table -> reports/diagnostics (OUT=results)
+	$(PYTHON) -m boe_bench.experiments.diagnostics_sweep out=$(or $(OUT),reports)/diagnostics $(EXTRA)
+	$(PYTHON) -m boe_bench.experiments.diagnostics_sweep --config-name=exact out=$(or $(OUT),reports)/diagnostics $(EXTRA)
+
+# REFERENCE: a local copy of HF evaluate's metrics/code_eval/execute.py (empty: our verdicts only).
+REFERENCE ?=
+code_eval_parity:  ## our sandbox's HumanEval/MBPP verdicts beside code_eval's -> reports/code_eval_parity.csv (OUT=results)
+	$(PYTHON) -m boe_bench.experiments.code_eval_parity out=$(or $(OUT),reports)/code_eval_parity.csv $(if $(REFERENCE),reference=$(REFERENCE)) $(EXTRA)
+
+train_puzzle_mdm:  ## train the 9x9 puzzle MDM (400 steps, GPU when present) -> runs/puzzle_mdm; EXTRA='--steps N ...'
+	$(PYTHON) -m boe_bench.train.puzzle_mdm $(EXTRA)
 
 bench:  ## CPU cost benchmarks (thread CPU time, ABBA repeats) -> runs/bench; OUT=results/bench to rewrite the committed tables
 	$(PYTHON) -m boe_bench.bench.step --lengths 1024 --repeats 3 --out $(or $(OUT),runs/bench)/boe_cost.csv

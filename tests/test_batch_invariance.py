@@ -6,43 +6,23 @@ padded batch's logits equal each prompt's own to rounding far below any decision
 import pytest
 import torch
 
-from boe_bench.models.base import Denoiser, positions_from_mask
 from boe_bench.models.mdlm import build_tiny_mdlm
 from boe_bench.models.sedd import build_tiny_sedd
 from boe_bench.models.tiny import build_tiny
 from boe_bench.samplers import SAMPLERS, Schedule, build_sampler
 from boe_bench.samplers.base import StopCriterion
 
+from tests.denoisers import LogitsWrapper
 
-class PositionSharpened(Denoiser):
+
+class PositionSharpened(LogitsWrapper):
     """A random model's logits scaled by 20..80 by position (counted from the row's first real
     token, so padding moves nothing): confidences then spread from near-uniform to near-certain
     and differ between positions, so adaptive samplers take different steps in different rows,
     which a raw random model (the same prediction at every masked position) never shows."""
 
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-        for name in ("tokenizer", "mask_id", "pad_id", "eos_ids", "vocab_size", "logit_shift"):
-            setattr(self, name, getattr(inner, name))
-
-    @property
-    def embedding_matrix(self):
-        return self.inner.embedding_matrix
-
-    @staticmethod
-    def scale(positions):
-        return (20 + 60 * torch.sin(positions * 1.3) ** 2)[..., None]
-
-    def forward_rows(self, embeds, attention_mask=None, time=None, capture=False, ids=None):
-        rows, state = self.inner.forward_rows(embeds, attention_mask, time, capture, ids)
-        if attention_mask is None:
-            attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        return rows * self.scale(positions_from_mask(attention_mask)), state
-
-    def live_forward(self, state, live_rows, live_embeds):
-        positions = state.positions.gather(1, live_rows.clamp(max=state.positions.shape[1] - 1))
-        return self.inner.live_forward(state, live_rows, live_embeds) * self.scale(positions)
+    def transform(self, logits, positions):
+        return logits * (20 + 60 * torch.sin(positions * 1.3) ** 2)[..., None]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The self-trained puzzle model, its grids and the sudoku_grid task."""
 import random
 
-import pandas as pd
 import pytest
 import torch
 
@@ -106,17 +105,3 @@ def test_boe_tis_is_finite_on_the_puzzle_model():
     ranking = sampler.rank(model, state, torch.ones(16, dtype=torch.bool), torch.ones(1, dtype=torch.long))
     tis = ranking["tis"][ranking["candidates"]]
     assert tis.numel() == 5 and torch.isfinite(tis).all() and (tis != 0).any()
-
-
-def test_testbed_runs_as_a_module_and_writes_where_it_is_told(tmp_path, monkeypatch):
-    """The testbed is package code (python -m boe_bench.experiments.testbed), and by default
-    writes reports/testbed, never the committed results/testbed."""
-    from boe_bench.experiments import testbed
-
-    monkeypatch.chdir(tmp_path)
-    testbed.main(["--samplers", "confidence,random", "--difficulties", "40", "--seeds", "0", "--puzzles", "2",
-                  "--batch", "2", "--drop-puzzles", "0"])
-    frame = pd.read_csv(tmp_path / "reports" / "testbed" / "testbed.csv")
-    assert sorted(frame["sampler"]) == ["confidence", "random"] and (frame["nfe"] == 40).all()
-    assert not (tmp_path / "results").exists()
-    assert "## 40 empty cells" in (tmp_path / "reports" / "testbed" / "testbed.md").read_text()

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from boe_bench.errors import ConfigError
-from boe_bench.models.base import Denoiser
 from boe_bench.models.tiny import build_tiny
 from boe_bench.samplers import SAMPLERS, Schedule, build_sampler
 from boe_bench.samplers.base import SamplerStalled, sample_tokens, top_per_row
 
+from tests.denoisers import LogitsWrapper
 from tests.test_baselines import MASK, ScriptedDenoiser, filled, peaked, table
 
 # Samplers that rank by confidence, margin, entropy or a score built on them.
@@ -19,31 +19,14 @@ ALL = CONFIDENCE_FAMILY + ["random"]
 ADAPTIVE = ["fast_dllm", "eb_sampler", "klass"]
 
 
-class MaskFavouring(Denoiser):
+class MaskFavouring(LogitsWrapper):
     """A tiny model whose logits put the mask id 12 nats above every other token
     (p(MASK) > 0.99 everywhere), as a raw MDM can; differentiable for BoE's backward."""
 
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-        for name in ("tokenizer", "mask_id", "pad_id", "eos_ids", "vocab_size", "logit_shift"):
-            setattr(self, name, getattr(inner, name))
-
-    @property
-    def embedding_matrix(self):
-        return self.inner.embedding_matrix
-
-    def _favour_mask(self, logits):
+    def transform(self, logits, positions):
         top = logits.max(-1, keepdim=True).values.detach() + 12
         index = torch.full_like(top, self.mask_id, dtype=torch.long)
         return logits.scatter(-1, index, top)
-
-    def forward_rows(self, embeds, attention_mask=None, time=None, capture=False, ids=None):
-        rows, state = self.inner.forward_rows(embeds, attention_mask, time, capture, ids)
-        return self._favour_mask(rows), state
-
-    def live_forward(self, state, live_rows, live_embeds):
-        return self._favour_mask(self.inner.live_forward(state, live_rows, live_embeds))
 
 
 @pytest.fixture(scope="module")

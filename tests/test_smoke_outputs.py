@@ -13,13 +13,23 @@ def make_dry_run(*args) -> str:
     return subprocess.run(["make", "-n", *args], capture_output=True, text=True, cwd=ROOT, check=True).stdout
 
 
-@pytest.mark.parametrize("target", ["table2", "table3", "table4", "table5", "figure4", "figure4_puzzle", "testbed"])
+@pytest.mark.parametrize("target", ["table2", "table3", "table4", "table5", "figure4", "figure4_puzzle", "testbed",
+                                    "diagnostics_sweep", "code_eval_parity"])
 def test_make_targets_write_results_only_when_asked(target):
     smoke = make_dry_run(target, "MODEL=tiny", "LIMIT=2")
     assert "results" not in smoke.replace("results/paper", ""), smoke
     assert "progress=false" not in smoke  # each cell shows its progress bar
     asked = make_dry_run(target, "MODEL=tiny", "LIMIT=2", "OUT=results")
     assert "out=results" in asked or "--out results/testbed" in asked, asked
+
+
+def test_tiny_sweeps_run_torch_on_one_thread():
+    """Two threads spin-wait for each other over a tiny model's forward on a loaded machine (README
+    "LIMIT and time"); a real model keeps torch's default."""
+    for target in ("table5", "table4", "figure4"):
+        tiny = [line for line in make_dry_run(target, "MODEL=tiny", "LIMIT=2").splitlines() if "-m boe_bench -m" in line]
+        assert tiny and all("OMP_NUM_THREADS=1 " in line for line in tiny), tiny
+        assert "OMP_NUM_THREADS" not in make_dry_run(target)
 
 
 def test_one_limit_story():

@@ -1,43 +1,73 @@
 """Figure-4-style sweep on the puzzle model for the BoE diagnostics.
 
 Runs `python -m boe_bench` once per (sampler, steps, puzzle set) with its own out_dir under
-runs/diagnostics_sweep/, then writes <out>/sweep.csv (one row per run), sweep.md (solve rate
-mean ± std over the puzzle sets, NFE, cost) and sweep.png, and <out>/diagnostics.{csv,md} from
-the `python -m boe_bench.diagnose` summaries under <diagnose-root>/*/*/. <out> is
-reports/diagnostics (untracked) unless given: `--out results/diagnostics` replaces the
-committed files. A finished run is not redone (the runner resumes), so re-running only fills
-gaps.
+<runs>/ (runs/diagnostics_sweep), then writes <out>/sweep.csv (one row per finished run there),
+sweep.md (solve rate mean ± std over the puzzle sets, NFE, cost) and sweep.png, and
+<out>/diagnostics.{csv,md} from the `python -m boe_bench.diagnose` summaries under
+<diagnose_root>/*/*/. Settings: configs/diagnostics_sweep/default.yaml (the committed sweep)
+and exact.yaml (its boe_exact pass), key=value overrides on the command line. <out> is
+reports/diagnostics (untracked) unless given: `out=results/diagnostics` replaces the committed
+files. A finished run is not redone (the runner resumes), so re-running only fills gaps.
 
-    python -m boe_bench.experiments.diagnostics_sweep --sets 0,1,2 --steps 35,70 --limit 10 \\
-        --samplers confidence,boe,boe_exact,lookum [--extra 'boe_minmax=sampler=boe sampler.tis_normalise=minmax']
-    python -m boe_bench.experiments.diagnostics_sweep --report-only
+    python -m boe_bench.experiments.diagnostics_sweep                      # or: make diagnostics_sweep
+    python -m boe_bench.experiments.diagnostics_sweep --config-name=exact
+    python -m boe_bench.experiments.diagnostics_sweep sets=[0] steps=[35] limit=4 samplers=[confidence,boe]
+    python -m boe_bench.experiments.diagnostics_sweep report_only=true
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
+
+from boe_bench.errors import ConfigError
+from boe_bench.experiments.config import CONFIGS, load
 
 RUNS = Path("runs/diagnostics_sweep")
 OUT = Path("reports/diagnostics")
 
 
-def run_cell(label: str, overrides: list[str], steps: int, puzzle_set: int, limit: int, batch: int) -> None:
-    out_dir = RUNS / label / f"set{puzzle_set}-s{steps}-n{limit}"
+@dataclass
+class Settings:
+    """The sweep's settings; values in configs/diagnostics_sweep/default.yaml."""
+    sets: list[int]                          # puzzle sets (task.seed)
+    steps: list[int]
+    limit: int                               # puzzles per set
+    batch: int
+    samplers: list[str]                      # configs/sampler names, each a label of its own
+    variants: Optional[dict[str, list[str]]]  # label -> overrides: a sampler variant under its own label
+    report_only: bool                        # only rewrite the report from the finished runs
+    runs: str                                # where the runs go (one directory per cell)
+    out: str                                 # where the report goes
+    diagnose_root: Optional[str]             # diagnose runs to tabulate (<root>/<set>/<sampler>/summary.json; null: out)
+
+    def check(self) -> None:
+        known = sorted(p.stem for p in (CONFIGS / "sampler").glob("*.yaml"))
+        unknown = [name for name in self.samplers if name not in known]
+        if unknown:
+            raise ConfigError(f"unknown sampler {unknown[0]!r}; known: {', '.join(known)}")
+        if self.limit < 1 or self.batch < 1:
+            raise ConfigError(f"limit and batch must be at least 1, got limit={self.limit} batch={self.batch}")
+
+
+def run_cell(label: str, overrides: list[str], steps: int, puzzle_set: int, limit: int, batch: int,
+             runs: Path = RUNS) -> None:
+    out_dir = runs / label / f"set{puzzle_set}-s{steps}-n{limit}"
     command = [sys.executable, "-m", "boe_bench", *overrides, f"steps={steps}", f"task.seed={puzzle_set}",
                f"limit={limit}", f"batch_size={batch}", "progress=false", f"out_dir={out_dir}"]
     print(" ".join(command), flush=True)
     subprocess.run(command, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def collect() -> pd.DataFrame:
+def collect(runs: Path = RUNS) -> pd.DataFrame:
     rows = []
-    for summary in sorted(RUNS.glob("*/*/summary.json")):
+    for summary in sorted(runs.glob("*/*/summary.json")):
         data = json.loads(summary.read_text())
         label = summary.parent.parent.name
         puzzle_set = int(summary.parent.name.split("-")[0].removeprefix("set"))
@@ -123,33 +153,21 @@ def diagnostics_table(out: Path = OUT, diagnose_root: Path | None = None) -> Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m boe_bench.experiments.diagnostics_sweep",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--sets", default="0,1,2")
-    parser.add_argument("--steps", default="35,70")
-    parser.add_argument("--limit", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=10)
-    parser.add_argument("--samplers", default="confidence,boe,boe_exact,lookum")
-    parser.add_argument("--extra", action="append", default=[],
-                        help="label=override override ...: a sampler variant under its own label")
-    parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--out", type=Path, default=OUT, help="where the sweep's report goes")
-    parser.add_argument("--diagnose-root", type=Path, default=None,
-                        help="diagnose runs to tabulate (<root>/<set>/<sampler>/summary.json; default: --out)")
-    args = parser.parse_args(argv)
+    args = load("diagnostics_sweep", Settings, argv, __doc__)
+    runs, out = Path(args.runs), Path(args.out)
     if not args.report_only:
-        cells = [(name, [f"sampler={name}"]) for name in args.samplers.split(",") if name]
-        cells += [(spec.split("=", 1)[0], spec.split("=", 1)[1].split()) for spec in args.extra]
-        for puzzle_set in map(int, args.sets.split(",")):
-            for steps in map(int, args.steps.split(",")):
+        cells = [(name, [f"sampler={name}"]) for name in args.samplers]
+        cells += list((args.variants or {}).items())
+        for puzzle_set in args.sets:
+            for steps in args.steps:
                 for label, overrides in cells:
-                    run_cell(label, overrides, steps, puzzle_set, args.limit, args.batch)
-    runs = collect()
-    if runs.empty:
-        print(f"no finished sweep runs under {RUNS}: no sweep report")
+                    run_cell(label, overrides, steps, puzzle_set, args.limit, args.batch, runs)
+    finished = collect(runs)
+    if finished.empty:
+        print(f"no finished sweep runs under {runs}: no sweep report")
     else:
-        report(runs, args.out)
-    diagnostics_table(args.out, args.diagnose_root)
+        report(finished, out)
+    diagnostics_table(out, Path(args.diagnose_root) if args.diagnose_root else None)
 
 
 if __name__ == "__main__":

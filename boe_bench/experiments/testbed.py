@@ -1,6 +1,7 @@
 """The testbed: every sampler on the self-trained puzzle model, at two difficulties.
 
-Writes to reports/testbed/ (untracked; ``--out results/testbed`` replaces the committed files):
+Settings: configs/testbed/default.yaml (the committed run), key=value overrides on the command
+line. Writes to reports/testbed/ (untracked; ``out=results/testbed`` replaces the committed files):
 - testbed.csv: one row per (sampler, difficulty, seed): solve rate, cell accuracy, NFE,
   cost in forward-equivalents, wall-clock;
 - testbed.md: mean and spread over seeds, per sampler and difficulty;
@@ -10,19 +11,23 @@ Writes to reports/testbed/ (untracked; ``--out results/testbed`` replaces the co
   correlation per step and the drops of BoE's and Confidence's picks in testbed.md.
 
     python -m boe_bench.experiments.testbed          # or: make testbed [OUT=results]
+    python -m boe_bench.experiments.testbed samplers=[confidence,boe] seeds=[0] puzzles=20
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from boe_bench.errors import ConfigError
+from boe_bench.experiments.config import fail, load
 from boe_bench.models import build_model
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers import Schedule
@@ -143,30 +148,52 @@ def tis_against_true_drop(model, sampler: BoESampler, task: SudokuGrid, n_puzzle
     return pd.DataFrame(rows)
 
 
+@dataclass
+class Settings:
+    """The testbed's settings; values in configs/testbed/default.yaml."""
+    difficulties: list[int]             # empty cells of the easy and the hard puzzles
+    seeds: list[int]                    # puzzle sets (and sampling seeds)
+    puzzles: int                        # puzzles per set
+    batch: int
+    samplers: Optional[list[str]]       # null: every sampler config
+    out: str
+    drop_puzzles: int                   # puzzles for TIS vs true drop; 0 skips
+    merge: Optional[list[str]]          # testbed dirs: only rewrite the report from them
+    threads: Optional[int]              # torch CPU threads (null: torch's default)
+
+    def check(self) -> None:
+        known = sampler_names()
+        unknown = [name for name in self.samplers or [] if name not in known]
+        if unknown:
+            raise ConfigError(f"unknown sampler {unknown[0]!r}; known: {', '.join(known)}")
+        for name in ("puzzles", "batch", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.difficulties or not self.seeds:
+            raise ConfigError("difficulties and seeds need at least one value each")
+        if self.drop_puzzles < 0:
+            raise ConfigError(f"drop_puzzles must be 0 (skip) or more, got {self.drop_puzzles}")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m boe_bench.experiments.testbed", description=__doc__.split("\n")[0])
-    parser.add_argument("--difficulties", default="60,70", help="empty cells of the easy and the hard puzzles")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--puzzles", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--samplers", default=None, help="comma-separated; default: every sampler config")
-    parser.add_argument("--out", default="reports/testbed")
-    parser.add_argument("--drop-puzzles", type=int, default=5, help="puzzles for TIS vs true drop; 0 skips")
-    parser.add_argument("--merge", default=None, help="comma-separated testbed dirs: only rewrite the report from them")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args(argv)
+    args = load("testbed", Settings, argv, __doc__)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.merge:
-        merge(args.merge.split(","), out)
+        out.mkdir(parents=True, exist_ok=True)
+        merge(args.merge, out)
         return
     model = build_model("puzzle_mdm")
-    difficulties = [int(k) for k in args.difficulties.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    difficulties, seeds = args.difficulties, args.seeds
+    for k in difficulties:  # before any run: a difficulty the grid cannot have is refused at once
+        try:
+            SudokuGrid(grid=model.shape.size, empty_cells=k, n_puzzles=1)
+        except ConfigError as err:
+            fail(str(err))
+    out.mkdir(parents=True, exist_ok=True)
     rows, trajectories = [], []
-    for name in (args.samplers.split(",") if args.samplers else sampler_names()):
+    for name in args.samplers or sampler_names():
         try:
             sampler = build(name)
         except Exception as err:  # a sampler this model cannot run is reported, not fatal

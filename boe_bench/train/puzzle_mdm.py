@@ -1,11 +1,17 @@
-"""Train the puzzle masked diffusion model on freshly generated solved grids.
+"""Train ``puzzle_mdm``, the masked diffusion model of solved Sudoku grids, on freshly
+generated grids.
+
+    python -m boe_bench.train.puzzle_mdm --grid 9 --steps 400     # or: make train_puzzle_mdm
 
 Objective (MDLM/LLaDA): draw t ~ U(0, 1) per grid, mask each cell with probability t (at
 least one), and minimise the cross-entropy of the masked cells (mean over masked cells).
-Deterministic under --seed; grids come from a seed stream disjoint from the evaluation
-puzzles of task sudoku_grid. Uses the GPU when one is present.
+Deterministic under --seed (same device and thread count: the same weights); grids come from
+a seed stream disjoint from the evaluation puzzles of task sudoku_grid. Uses the GPU when one
+is present (the shipped 9x9 model: 400 steps on an H100, results/testbed/train_log_9x9_h100.csv).
 
-    python scripts/train_puzzle_mdm.py --grid 9 --steps 400 --out boe_bench/data/puzzle_mdm_9x9.pt
+Training never writes into the package: the checkpoint goes to runs/puzzle_mdm/ (its log beside
+it), and ``model=puzzle_mdm model.path=<checkpoint>`` evaluates it; the shipped model changes
+only by copying a checkpoint to boe_bench/data/puzzle_mdm_9x9.pt.
 """
 from __future__ import annotations
 
@@ -39,8 +45,8 @@ def masked_loss(model: PuzzleDenoiser, grids: torch.Tensor, generator: torch.Gen
     return F.cross_entropy(logits[masked], grids[masked])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m boe_bench.train.puzzle_mdm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", default="9", choices=["4", "6", "9"])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch", type=int, default=256)
@@ -50,10 +56,18 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--out", default=None, help="checkpoint (default: runs/puzzle_mdm/puzzle_mdm_<g>x<g>.pt)")
     parser.add_argument("--log", default=None, help="CSV training log (default: beside --out)")
-    args = parser.parse_args()
-    out = Path(args.out or f"boe_bench/data/puzzle_mdm_{args.grid}x{args.grid}.pt")
+    args = parser.parse_args(argv)
+    for name in ("steps", "batch", "layers", "d_model", "heads", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.d_model % args.heads:
+        parser.error(f"--d-model ({args.d_model}) must be a multiple of --heads ({args.heads})")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out or f"runs/puzzle_mdm/puzzle_mdm_{args.grid}x{args.grid}.pt")
     log_path = Path(args.log or out.with_suffix(".log.csv"))
 
     torch.manual_seed(args.seed)

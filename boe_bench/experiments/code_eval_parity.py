@@ -3,28 +3,33 @@ it), row by row, on an adversarial set built here: reference solutions with one 
 that prints over 1 MB, reads the working directory, uses tempfile, reads stdin, imports,
 exits, sleeps or loops, writes files or the environment, or breaks the answer.
 
-    python scripts/code_eval_parity.py [--reference <evaluate>/metrics/code_eval/execute.py]
-                                       [--out results/code_eval_parity.csv] [--per-variant N]
+    python -m boe_bench.experiments.code_eval_parity [reference=<evaluate>/metrics/code_eval/execute.py]
+    make code_eval_parity [REFERENCE=...] [OUT=results]
 
-With ``--reference`` (a local copy of HF evaluate's file; it is imported, never copied here)
-both run on the same programs (prompt + completion cut at the stop sequences + tests) and the
-CSV holds both verdicts; without it, only ours. Both run 4 programs at a time, timeout 3 s.
+Settings: configs/code_eval_parity/default.yaml (the committed run: 1,080 rows), key=value
+overrides. With ``reference`` (a local copy of HF evaluate's file; it is imported, never copied
+here) both run on the same programs (prompt + completion cut at the stop sequences + tests) and
+the CSV holds both verdicts; without it, only ours. Both run 4 programs at a time, timeout 3 s.
+The CSV goes to reports/ unless ``out=results/code_eval_parity.csv`` replaces the committed one.
+The programs come from the reference solutions in tests/fixtures (a source checkout's).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib.util
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
+from boe_bench.errors import ConfigError
+from boe_bench.experiments.config import load
 from boe_bench.tasks import build_task
 from boe_bench.tasks.base import cut_at_stop
 
-ROOT = Path(__file__).resolve().parents[1]
-FIX = ROOT / "tests" / "fixtures"
+FIX = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 # variant -> (line added at the top of the solution's body, whether it costs a timeout)
 VARIANTS = {
     "plain": ("", False),
@@ -86,13 +91,23 @@ def build(per_variant: int, timeout_variant: int) -> list[tuple]:
     return rows
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", help="HF evaluate's metrics/code_eval/execute.py (a local copy)")
-    parser.add_argument("--out", default=str(ROOT / "results" / "code_eval_parity.csv"))
-    parser.add_argument("--per-variant", type=int, default=38)
-    parser.add_argument("--timeout-variant", type=int, default=8)
-    args = parser.parse_args(argv)
+@dataclass
+class Settings:
+    """The parity run's settings; values in configs/code_eval_parity/default.yaml."""
+    reference: Optional[str]   # HF evaluate's metrics/code_eval/execute.py (a local copy); null: ours only
+    out: str                   # the CSV
+    per_variant: int           # rows per variant (half HumanEval, half MBPP)
+    timeout_variant: int       # rows per variant that runs into the timeout (each costs 3 s twice)
+
+    def check(self) -> None:
+        if self.reference and not Path(self.reference).is_file():
+            raise ConfigError(f"reference {self.reference!r} is not a file (HF evaluate's metrics/code_eval/execute.py)")
+        if self.per_variant < 1 or self.timeout_variant < 1:
+            raise ConfigError("per_variant and timeout_variant must be at least 1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = load("code_eval_parity", Settings, argv, __doc__)
     rows = build(args.per_variant, args.timeout_variant)
     programs = []
     for _, _, task, doc, completion in rows:
@@ -114,12 +129,16 @@ def main(argv=None) -> int:
             reference = list(pool.map(lambda ip: execute.check_correctness(ip[1][3], 3.0, ip[0], 0)["result"],
                                       enumerate(programs)))
         print(f"code_eval: {len(reference)} rows in {time.time() - start:.0f} s", file=sys.stderr)
-    with open(args.out, "w", newline="") as f:
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")  # renamed when complete: no half-written CSV
+    with open(partial, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["row", "variant", "ours", "code_eval", "agree"])
         for (row, variant, *_), mine, theirs in zip(rows, ours, reference):
             agree = "" if not theirs else str((mine == "passed") == (theirs == "passed"))
             writer.writerow([row, variant, mine, theirs, agree])
+    partial.replace(out)
     if args.reference:
         differ = [(r[0], m, t) for r, m, t in zip(rows, ours, reference) if (m == "passed") != (t == "passed")]
         print(f"{len(rows)} rows, {len(differ)} verdicts differ")
