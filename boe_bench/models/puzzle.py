@@ -204,11 +204,11 @@ DEFAULT_CHECKPOINT = "puzzle_mdm_9x9.pt"
 
 @MODELS.register("puzzle_mdm")
 def build_puzzle_mdm(path: str | None = None, device: str = "cpu", dtype: str = "float32") -> PuzzleDenoiser:
-    """The shipped checkpoint (``path=None``) or one written by scripts/train_puzzle_mdm.py."""
+    """The shipped checkpoint (``path=None``) or one written by python -m boe_bench.train.puzzle_mdm."""
     source = Path(path) if path else resources.files("boe_bench.data") / DEFAULT_CHECKPOINT
     if not Path(str(source)).exists():
         raise ConfigError(f"puzzle checkpoint {str(source)!r} does not exist; train one with "
-                          f"scripts/train_puzzle_mdm.py")
+                          f"python -m boe_bench.train.puzzle_mdm")
     blob = torch.load(str(source), map_location="cpu", weights_only=True)
     model = PuzzleDenoiser(PuzzleConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
