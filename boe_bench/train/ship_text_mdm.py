@@ -107,7 +107,7 @@ prompt never masked, loss = sum over masked response tokens of -log p / (t * |re
 response padded with `<|endoftext|>` to the canvas end (canvas 128 tokens with probability 0.75,
 256 with 0.25). AdamW (lr {args['lr']}, betas 0.9/0.95, weight decay 0.1, warm-up then cosine to
 0.1x), batch {args['batch']}, gradient clip 1.0, seed {args['seed']}, {args['threads']} CPU threads.
-Shipped: step {step} of a {args['steps']}-step schedule{_last_kept(run, step)} (loss {float(last['loss']):.4f} at the
+Shipped: step {step} of a {args['steps']}-step schedule{_last_kept(run, step, args['steps'])} (loss {float(last['loss']):.4f} at the
 last logged step, {float(last['wall_s']) / 60:.1f} min wall, {float(last['cpu_s']) / 60:.1f} min process CPU
 time on the 2-core CPU VM, shared with other jobs). Reproduce with
 `python -m boe_bench.train.text_mdm --out runs/text_mdm` (the defaults are this run's: {_flags(args)}),
@@ -130,9 +130,10 @@ is for (samplers can differ on it). Its absolute scores say nothing about LLaDA-
 {_never_solved(run / "curve.csv")}"""
 
 
-def _last_kept(run: Path, step: int) -> str:
+def _last_kept(run: Path, step: int, scheduled: int) -> str:
+    """Says so when the time limit, not the schedule, ended the run past the shipped step."""
     kept = sorted(int(d.name[4:]) for d in run.glob("step*") if d.is_dir())
-    if kept and kept[-1] != step and kept[-1] < json.loads((run / "train_args.json").read_text())["steps"]:
+    if kept and kept[-1] != step and kept[-1] < scheduled:
         return f" (the time limit stopped the run at step {kept[-1]}; step {step} is its last regular checkpoint)"
     return ""
 

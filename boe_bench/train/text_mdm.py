@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from boe_bench.train.text_data import Example, example_stream
+from boe_bench.train.text_data import GENERATORS, Example, example_stream
 
 MASK, EOS, EOT, BOS = "<|mdm_mask|>", "<|endoftext|>", "<|eot_id|>", "<|startoftext|>"
 HEADER_START, HEADER_END = "<|start_header_id|>", "<|end_header_id|>"
@@ -241,16 +241,15 @@ def parse_args(argv=None):
     p.add_argument("--save-every", type=int, default=500, help="also keep a checkpoint every this many steps")
     p.add_argument("--save-dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--time-limit-min", type=float, default=58.0, help="stop (and save) after this many minutes")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.mix.split(",")) - set(GENERATORS))
+    if unknown:
+        p.error(f"--mix names unknown tasks {unknown}; known: {sorted(GENERATORS)}")
+    return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from boe_bench.train.text_data import GENERATORS
-
-    unknown = sorted(set(args.mix.split(",")) - set(GENERATORS))
-    if unknown:
-        raise SystemExit(f"--mix names unknown tasks {unknown}; known: {sorted(GENERATORS)}")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     out = Path(args.out)
