@@ -18,7 +18,7 @@ from transformers import LlamaForCausalLM, Qwen2ForCausalLM
 
 from boe_bench.errors import ConfigError
 from boe_bench.models import build_model
-from boe_bench.models.base import positions_from_mask
+from boe_bench.models.base import Denoiser, positions_from_mask
 from boe_bench.models.dream import qwen2_config_from_dream
 from boe_bench.models.llada import BLOCK_KEY_MAP, KEY_MAP, llada_key_to_llama, llama_config_from_llada
 from boe_bench.models.tiny import build_char_tokenizer, tiny_config
@@ -390,6 +390,35 @@ def test_live_rows_equal_full_forward_with_left_padding(loaded, arch):
     expected = full.gather(1, index[..., None].expand(-1, -1, full.shape[-1]))
     assert torch.allclose(out[0], expected[0], rtol=0, atol=1e-12)
     assert torch.allclose(out[1, :2], expected[1, :2], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_live_copies_are_separate_graphs_of_the_live_rows(loaded, arch):
+    """What BoE's leave-one-out relies on: each copy gives live_forward's logits, and a
+    copy's output has gradient only through its own copy, the same gradient as one copy
+    alone; the transformer's folded copies agree with the generic batch-entry default."""
+    model = loaded[arch]
+    ids = random_ids((2, 16), seed=3)
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    _, state = model.forward_rows(model.embed(ids), mask, capture=True)
+    live = torch.tensor([[3, 8, 12], [5, 14, 16]])
+    embeds = model.embed(ids.gather(1, live.clamp(max=15))).detach()
+    probe = torch.randn(2, 3, model.vocab_size, dtype=embeds.dtype, generator=torch.Generator().manual_seed(0))
+    copies = embeds.expand(3, *embeds.shape).clone().requires_grad_(True)
+    single = embeds.clone().requires_grad_(True)
+    with torch.enable_grad():
+        folded = model.live_forward_copies(state, live, copies)
+        generic = Denoiser.live_forward_copies(model, state, live, copies)
+        one = model.live_forward(state, live, single)
+        (grad,) = torch.autograd.grad((folded[1] * probe).sum(), copies)
+        (grad_one,) = torch.autograd.grad((one * probe).sum(), single)
+    for c in range(3):
+        assert torch.allclose(folded[c], one, rtol=0, atol=1e-12)
+    assert torch.allclose(folded, generic, rtol=0, atol=1e-12)
+    assert grad[0].abs().max() == 0 and grad[2].abs().max() == 0
+    assert grad[1].abs().max() > 0
+    assert torch.allclose(grad[1], grad_one, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("checkpoint", ["llada", "dream"])

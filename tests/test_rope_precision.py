@@ -102,20 +102,20 @@ def first_layer_live_keys(model, ids, live):
     and logits. The first layer's input is the embedding itself, so those keys must equal the
     full forward's at the live rows bit for bit when both rotate the same way."""
     seen = []
-    qkv = model._qkv
+    heads = model._heads
 
     def spy(*args):
-        out = qkv(*args)
+        out = heads(*args)
         seen.append(out[1])
         return out
 
     with torch.no_grad():
         full, state = model.forward_rows(model.embed(ids), capture=True)
-        model._qkv = spy
+        model._heads = spy
         try:
             out = model.live_forward(state, live, model.embed(ids.gather(1, live)))
         finally:
-            del model._qkv
+            del model._heads
     return seen[0], state, full, out
 
 

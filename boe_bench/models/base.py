@@ -8,7 +8,7 @@ the live-row API works on raw rows, since which rows must be recomputed depends 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -112,6 +112,23 @@ class Denoiser(nn.Module, ABC):
         equal to the embeddings the state was captured from, the result equals the full
         forward's logits at those rows.
         """
+
+    def live_forward_copies(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> Tensor:
+        """``live_forward`` for C independent copies of the same live rows at once:
+        ``live_embeds`` [C, B, A, d], C copies of the same embeddings, -> row logits
+        [C, B, A, V], each copy with its own graph (its fresh keys/values meet no other
+        copy's, so no gradient passes between copies). One backward
+        of sum_c S_c through it gives each copy the gradient of its own objective S_c, which
+        is how BoE's exact leave-one-out gets C gradients from one backward of plain
+        operators. This default runs the copies as C x B batch entries of ``live_forward``
+        over the state repeated C times; a model may fold them into fewer operations."""
+        copies, b = live_embeds.shape[:2]
+        repeat = lambda t: t.repeat(copies, *[1] * (t.dim() - 1)) if isinstance(t, Tensor) else t  # noqa: E731
+        parts = {f.name: getattr(state, f.name) for f in fields(state)}
+        repeated = type(state)(**{name: [repeat(t) for t in value] if isinstance(value, list) else repeat(value)
+                                  for name, value in parts.items()})
+        out = self.live_forward(repeated, live_rows.repeat(copies, 1), live_embeds.flatten(0, 1))
+        return out.view(copies, b, *out.shape[1:])
 
     def forward(
         self,

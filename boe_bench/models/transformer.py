@@ -84,10 +84,6 @@ class TransformerDenoiser(Denoiser):
         return self.hf.model.embed_tokens.weight
 
 
-    def _qkv(self, layer, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        attn = layer.self_attn
-        return self._heads(attn.q_proj(x), attn.k_proj(x), attn.v_proj(x), cos, sin)
-
     def _heads(self, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Projections [B, n, H*D] -> rotated queries and keys, values [B, H(_kv), n, D]."""
         b, n, _ = q.shape
@@ -148,27 +144,34 @@ class TransformerDenoiser(Denoiser):
         return h + down, k, v, taken
 
     def _attend_live(self, q: Tensor, keys: Tensor, values: Tensor, frozen_bias: Tensor, k: Tensor,
-                     v: Tensor, live_bias: Tensor) -> Tensor:
-        """Live queries q [B, H, A, D] over two key sets at once, one softmax across both:
+                     v: Tensor, live_bias: Tensor, copies: int = 1) -> Tensor:
+        """Live queries q [B, H, C*A, D] over two key sets at once, one softmax across both:
         the frozen keys/values [B, H_kv, L, D] (no gradient; ``frozen_bias`` hides padding and
-        the live rows' own slots) and the live rows' fresh ones k, v [B, H_kv, A, D]
-        (``live_bias`` hides padding entries). Written out rather than through SDPA: the
-        frozen keys never get a gradient buffer, so the backward costs O(A L d) per layer and
-        never touches an [L, d] tensor, which a fused kernel's backward zero-fills for dK/dV
-        on every call (what dominated a few-row backward on the CPU). Scores and softmax in
-        at least float32. Returns the heads merged [B, A, H*D], before ``o_proj``."""
-        b, heads, a, d = q.shape
-        groups = self.n_kv_heads
+        the live rows' own slots) and the live rows' fresh ones k, v [B, H_kv, C*A, D]
+        (``live_bias`` [B, 1, 1, A] hides padding entries), where the C ``copies`` of the A live
+        rows (``live_forward_copies``) each see only their own copy's fresh keys. Written out
+        rather than through SDPA: the frozen keys never get a gradient buffer, so the backward
+        costs O(C A L d) per layer and never touches an [L, d] tensor, which a fused kernel's
+        backward zero-fills for dK/dV on every call (what dominated a few-row backward on the
+        CPU); and every copy's queries meet the frozen keys in one matmul, without copying
+        them. Scores and softmax in at least float32. Returns the heads merged [B, C*A, H*D],
+        before ``o_proj``."""
+        b, heads, rows, d = q.shape
+        groups, a = self.n_kv_heads, rows // copies
         compute = torch.promote_types(q.dtype, torch.float32)
-        qg = q.reshape(b, groups, heads // groups * a, d)
         scale = d ** -0.5
-        scores = torch.cat([(qg @ keys.transpose(-1, -2)).view(b, heads, a, -1).to(compute) * scale + frozen_bias,
-                            (qg @ k.transpose(-1, -2)).view(b, heads, a, -1).to(compute) * scale + live_bias], dim=-1)
-        probs = scores.softmax(-1).to(q.dtype)
+        qg = q.reshape(b, groups, heads // groups * rows, d)
+        q_copies = q.reshape(b, groups, heads // groups, copies, a, d)
+        k_copies, v_copies = k.reshape(b, groups, 1, copies, a, d), v.reshape(b, groups, 1, copies, a, d)
+        scores = torch.cat([(qg @ keys.transpose(-1, -2)).view(b, heads, rows, -1).to(compute) * scale + frozen_bias,
+                            (q_copies @ k_copies.transpose(-1, -2)).view(b, heads, rows, a).to(compute) * scale
+                            + live_bias], dim=-1)
         n = keys.shape[2]
-        out = (probs[..., :n].reshape(b, groups, -1, n) @ values
-               + probs[..., n:].reshape(b, groups, -1, k.shape[2]) @ v).view(b, heads, a, d)
-        return out.transpose(1, 2).reshape(b, a, -1)
+        # split, not two slices: a slice's backward zero-fills a gradient as large as probs.
+        frozen_probs, live_probs = scores.softmax(-1).to(q.dtype).split([n, a], dim=-1)
+        out = (frozen_probs.reshape(b, groups, -1, n) @ values).view(b, heads, rows, d) \
+            + (live_probs.reshape(b, groups, heads // groups, copies, a, a) @ v_copies).view(b, heads, rows, d)
+        return out.transpose(1, 2).reshape(b, rows, -1)
 
     def _live_biases(self, key_mask: Tensor, live_rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(valid [B, A], frozen-key bias [B, 1, 1, L], live-key bias [B, 1, 1, A]) in float32;
@@ -181,19 +184,48 @@ class TransformerDenoiser(Denoiser):
         return valid, padding_bias(key_mask & ~live_slot, compute), padding_bias(valid, compute)
 
     def live_forward(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> Tensor:
+        return self._live_forward(state, live_rows, live_embeds, 1)
+
+    def live_forward_copies(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> Tensor:
+        """The copies folded into the rows: one pass over [B, C*A] rows, whose queries meet
+        the frozen keys in one matmul per layer (``_attend_live``), not C batch entries over
+        C copies of the frozen state."""
+        copies, b, a, d = live_embeds.shape
+        rows = live_embeds.permute(1, 0, 2, 3).reshape(b, copies * a, d)
+        out = self._live_forward(state, live_rows, rows, copies)
+        return out.view(b, copies, a, -1).permute(1, 0, 2, 3)
+
+    def _live_forward(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor, copies: int) -> Tensor:
+        """``live_forward`` over ``copies`` copies of the live rows laid copy by copy along the
+        rows of ``live_embeds`` [B, C*A, d]. The copies hold the same values and differ only in
+        their graphs, so each linear map runs once over the first copy's A rows and is
+        ``_given`` to all C (its backward, grad W, runs over all C*A rows); norms, rotary,
+        activation and attention run over every copy, as their backward needs."""
         length = state.key_mask.shape[1]
+        a = live_embeds.shape[1] // copies
         _, frozen_bias, live_bias = self._live_biases(state.key_mask, live_rows)
-        positions = state.positions.gather(1, live_rows.clamp(max=length - 1))
+        positions = state.positions.gather(1, live_rows.clamp(max=length - 1)).repeat(1, copies)
         cos, sin = self._rotary(live_embeds, positions)
+
+        def linear(x: Tensor, module) -> Tensor:
+            if copies == 1:
+                return module(x)
+            with torch.no_grad():  # as one 2-D matmul: a 3-D slice would go to bmm, weight expanded
+                value = module(x[:, :a].reshape(-1, x.shape[-1])).view(x.shape[0], a, -1)
+            return _given(x, value.repeat(1, copies, 1), module)
+
         h = live_embeds
         for layer, k_frozen, v_frozen in zip(self.hf.model.layers, state.keys, state.values):
-            q, k, v = self._qkv(layer, _rms_norm(layer.input_layernorm, h), cos, sin)
+            attn, mlp = layer.self_attn, layer.mlp
+            x = _rms_norm(layer.input_layernorm, h)
+            q, k, v = self._heads(linear(x, attn.q_proj), linear(x, attn.k_proj), linear(x, attn.v_proj), cos, sin)
             # The frozen slots of the live rows are hidden; their fresh keys/values stand in.
             # Attention written out sums in another order than SDPA: logits agree with the full
             # forward to rounding (tests: 1e-12 in float64), not bit for bit.
-            h = h + layer.self_attn.o_proj(self._attend_live(q, k_frozen, v_frozen, frozen_bias, k, v, live_bias))
-            h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
-        return self._head(h)
+            h = h + linear(self._attend_live(q, k_frozen, v_frozen, frozen_bias, k, v, live_bias, copies), attn.o_proj)
+            x = _rms_norm(layer.post_attention_layernorm, h)
+            h = h + linear(mlp.act_fn(linear(x, mlp.gate_proj)) * linear(x, mlp.up_proj), mlp.down_proj)
+        return linear(_rms_norm(self.hf.model.norm, h), self.hf.lm_head)
 
     # Above this many live rows per canvas row (1/fraction), live queries attend through the
     # fused kernel over one key tensor with the live keys scattered in (``forward_live``).
@@ -276,7 +308,10 @@ class _Given(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (weight,) = ctx.saved_tensors
-        return grad @ weight, None, None
+        # As one [rows, out] @ [out, in] matmul: a batched grad (often not contiguous) would
+        # otherwise go to bmm with the weight expanded over the batch.
+        flat = grad.reshape(-1, grad.shape[-1]) @ weight
+        return flat.view(*grad.shape[:-1], weight.shape[1]), None, None
 
 
 def _given(x: Tensor, value: Tensor, linear) -> Tensor:

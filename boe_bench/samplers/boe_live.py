@@ -45,22 +45,28 @@ class LiveInputs:
 def live_tis_pass(model: Denoiser, frozen: FrozenState, inputs: LiveInputs) -> Tensor:
     """[B, A] TIS_a = -<dS/de_a, De_a> at every live entry (meaningless at padding).
 
-    Leave-one-out: every objective differentiates the same forward values, so the live rows
-    run forward once and the graph is backpropagated once for all |A| objectives together
-    (``is_grads_batched``: copy c's objective, S without the entries that predict entry c, is
-    copy c of a batched vector-Jacobian product), reading entry c's gradient from copy c.
-    That is each entry's exact gradient at the cost of one live forward and |A| live
-    backwards' arithmetic, in one pass of operators: a Python loop of |A| backwards paid the
-    per-operator cost |A| times (at |A| = 8 on the CPU, a third of the pass)."""
-    embeds = inputs.embeds.detach().requires_grad_(True)
+    Leave-one-out: copy c's objective, S without the entries that predict entry c, needs its
+    own gradient. The live rows run forward as |A| independent copies in one pass
+    (``live_forward_copies``: copy c's fresh keys/values meet no other copy's), and one
+    backward of sum_c S_c gives copy c the gradient of S_c alone; entry c's gradient is read
+    from copy c. That is |A|^2 rows forward and |A|^2 rows backward (input gradients only),
+    within the |A| + 2|A|^2 the accounting charges, in one pass of plain operators. Two
+    earlier forms cost more than charged on the CPU (results/bench/boe_profile.md): a Python
+    loop of |A| backwards paid the per-operator cost |A| times, and one batched backward of a
+    single-copy forward (``is_grads_batched``) runs every backward operator under vmap, 3x
+    the time of the plain |A|^2-row backward at |A| = 8."""
+    if not inputs.leave_one_out:
+        embeds = inputs.embeds.detach().requires_grad_(True)
+        with torch.enable_grad():
+            ent = entropy(model.live_forward(frozen, inputs.rows, embeds))
+            (grad,) = torch.autograd.grad((ent * inputs.weights.to(ent.dtype)).sum(), embeds)
+        return -inner(grad, inputs.delta)
+    copies = inputs.weights.shape[0]
+    embeds = inputs.embeds.detach().expand(copies, *inputs.embeds.shape).clone().requires_grad_(True)
     with torch.enable_grad():
-        ent = entropy(model.live_forward(frozen, inputs.rows, embeds))
-        weights = inputs.weights.to(ent.dtype)
-        if not inputs.leave_one_out:
-            (grad,) = torch.autograd.grad((ent * weights).sum(), embeds)
-            return -inner(grad, inputs.delta)
-        (grads,) = torch.autograd.grad(ent, embeds, grad_outputs=weights, is_grads_batched=True)
-    own = grads.diagonal(dim1=0, dim2=2).permute(0, 2, 1)  # [A, B, A, d] -> [B, A, d]: copy c at entry c
+        ent = entropy(model.live_forward_copies(frozen, inputs.rows, embeds))  # [C, B, A]
+        (grads,) = torch.autograd.grad((ent * inputs.weights.to(ent.dtype)).sum(), embeds)
+    own = grads.diagonal(dim1=0, dim2=2).permute(0, 2, 1)  # [C, B, A, d] -> [B, A, d]: copy c at entry c
     return -inner(own, inputs.delta)
 
 
