@@ -275,10 +275,12 @@ def summary(rows: list[dict]) -> str:
                   "so a step costs one forward plus a backward over |M| rows, 2|M|/L of a forward by the accounting. "
                   "Prompt-heavy at L=1024, |M| = 256: accounted 1.5, which is the reading's floor and puts the 1.3 "
                   "target out of its reach whatever the implementation (generation-only, |M| ~ L, is a dense "
-                  "backward in all but name). `rows: candidates` recomputes |C| = 8 rows after the forward and "
-                  "backpropagates the |C| leave-one-out objectives as one batched backward; its measured excess over "
-                  "the accounting is per-operator cost of passes over 8 rows, which A.3.4's row count does not see. "
-                  "Where the time goes: `boe_profile.md`; whole decodes: `boe_decode.md`.", ""]
+                  "backward in all but name); what it pays above 1.5 is the live queries' attention, run in the exact "
+                  "frozen pass and again with autograd. `rows: candidates` recomputes the |C| = 8 candidate rows after "
+                  "the forward as |C| copies (one per leave-one-out objective) and backpropagates them once; its "
+                  "measured excess over the accounting is the per-operator cost of these passes over a few rows, "
+                  "which A.3.4's row count does not see. Where the time goes: `boe_profile.md`; whole decodes: "
+                  "`boe_decode.md`.", ""]
     if any(r["shape"] == "llada-8b" for r in rows):
         lines += ["## Reading the GPU rows", "",
                   "Measured before the one-pass forward and before this method (wall clock medians, no spread); "

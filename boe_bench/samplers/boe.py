@@ -17,36 +17,49 @@ Which rows carry gradient (``rows``) and which entropies form S (``targets``):
   the earlier two-pass form (a no-grad forward, then a live-row recompute; same TIS within
   float rounding, and replayable as a CUDA graph).
 - ``candidates``: live rows = C, targets = C with each candidate's own entropy left out of
-  its own score (exact leave-one-out: one live-row forward over C, then one backward per
-  candidate c of S without the entries that predict c). C is chosen by the step's
-  forward, so here the live rows are recomputed after it: |C| rows forward, |C|^2 backward.
+  its own score (exact leave-one-out: the live rows over C run forward as |C| copies, and
+  one backward gives copy c the gradient of S without the entries that predict c; see
+  ``live_tis_pass``). C is chosen by the step's forward, so here the live rows are
+  recomputed after it: |C|^2 rows forward and backward (charged |C| + 2|C|^2).
 - ``all``: every row live, plain autograd through the whole model (the dense reference,
   the "w/o ActiveQueryAttention" ablation).
 Live rows = C with targets outside C is the literal reading of eqs. 11 + 30 and gives
 TIS = 0 identically (the zero-gradient trap): it is refused.
 
-Why ``masked`` is the default, although only ``candidates`` has a live set, and a cost,
-that grow with rho as the paper's A_t := C_t does (decided on accuracy and cost together;
-results/bench/boe_readings.md, boe_decode.md). ``masked``'s live set is the masked rows
-whatever rho is, so its cost cannot rise with rho: rho only decides which steps rank at all
-(a step whose |C| = max(b_t, ceil(rho |M_block|)) fits the budget needs no backward). On
-the GSM8K-shaped job (900-token prompt, L = 128, blocks of 32, thread CPU time, interleaved
-repeats on a loaded 2-core VM, spread 10-18%) a whole decode costs, against Confidence's,
-1.19 / 1.22 / 1.22x with ``masked`` (accounted 1.09 / 1.11 / 1.12) and 1.01 / 1.13 / 1.26x
-with ``candidates`` (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15) at rho
-0.10 / 0.25 / 0.50 (before the live-row graph was given the frozen pass's linear-map
-outputs; after it, ``masked`` at rho 0.25 costs 1.144x, accounted 1.113, spread 4%:
-boe_decode.md). So at Table 5's shape ``candidates`` is the cheaper reading and the one
-whose cost moves with rho. Accuracy points the other way, weakly: on the trained puzzle
-model (150 puzzles with 70 empty cells, the same puzzles for both readings) ``candidates``
-never solved more, 0.900 vs 0.940 at 70 steps (paired difference -0.040 ± 0.058), 0.387 vs
-0.400 at 56, 0.127 vs 0.127 at 35, and with the grid as one 81-cell block its |C|^2
-backward rows made it twice as expensive (270 vs 131 forward-equivalents at 70 steps). The
-text model of the text testbed was not available to this decision. With accuracy the
-deciding measurement, no sign that ``candidates`` keeps it, and a cost advantage that
-reverses with the block size, the default stays ``masked``; a text-model run where
-``candidates`` matches ``masked``'s accuracy would justify switching for its cost at
-blocks of 32. ``candidates`` stays a knob, as does ``all`` (the ablation without
+Why ``masked`` is the default (decided on accuracy and cost together, on both trained models;
+results/bench/boe_readings.md, boe_readings_text.md, boe_decode.md). ``candidates`` has the paper's live set A_t :=
+C_t, so its cost grows with rho as Table 5's does; ``masked``'s live set is the masked rows
+whatever rho is, and rho only decides which steps rank at all (a step whose |C| =
+max(b_t, ceil(rho |M_block|)) fits the budget needs no backward), so its cost rises with rho
+only through how many steps rank. The numbers:
+- Cost, the GSM8K-shaped job (900-token prompt, L = 128, one token per step, blocks of 32,
+  thread CPU time, rho 0.10 / 0.25 / 0.50): ``masked`` 1.12 / 1.14 / 1.16x Confidence
+  (accounted 1.09 / 1.11 / 1.12), ``candidates`` 1.07 / 1.09 / 1.20x (accounted 1.01 / 1.05 /
+  1.19; Table 5: 1.06 / 1.08 / 1.15); a 5-repeat run at rho 0.25 read 1.17 and 1.13. At
+  blocks of 32 ``candidates`` is the cheaper reading at rho <= 0.25 and the one whose cost
+  follows rho.
+- Text model (``text_mdm``, d1's Sudoku, first 128 puzzles, blocks of 32, two tokens per
+  step), rho 0.10 / 0.25 / 0.50: solved 28 / 28 / 29 (L = 128) and 30 / 30 / 27 (L = 256)
+  with ``masked``, 28 / 28 / 27 and 30 / 30 / 26 with ``candidates``; at rho <= 0.25 the two
+  readings solve exactly the same puzzles, and both solve exactly Confidence's (BoE's
+  steering changes a few digits, not an outcome); at rho 0.50 ``masked`` solves 4 (L=128)
+  and 3 (L=256) puzzles ``candidates`` does not, against 2 and 2. Cost in forward-equivalents
+  per puzzle (Confidence 16): ``masked`` 23.3 / 29.9 / 31.9 and 25.1 / 33.8 / 36.6 (rising
+  with rho: more steps rank), ``candidates`` 16.7 / 20.3 / 31.4 and 16.4 / 18.6 / 25.4.
+- Puzzle model (150 9x9 puzzles with 70 empty cells, the grid as one 81-cell block):
+  ``candidates`` never solved more, 0.900 vs 0.940 at 70 steps (paired difference -0.040 ±
+  0.058), 0.387 vs 0.400 at 56, 0.127 vs 0.127 at 35; and there its |C|^2 backward rows make
+  it twice as expensive (270 vs 131 forward-equivalents at 70 steps).
+So the text model cannot tell the readings apart on accuracy at rho <= 0.25 (both write
+Confidence's outcomes) and only weakly at 0.50, and the only trained model on which BoE's
+ranking changes outcomes at the default rho points,
+weakly, to ``masked``, which is also the cheaper reading when a block is the whole canvas.
+The default stays ``masked``, the reading with the better accuracy where accuracy differs;
+for cost at blocks of 32 and a cost that follows rho as in Table 5, ``rows: candidates``
+(on the text model at rho <= 0.25 it answers as ``masked`` does, at a third or less of
+``masked``'s cost above Confidence's; results/bench/boe_readings_text.md). A
+model on which ``candidates`` matches ``masked`` where BoE changes outcomes would make it the
+default. ``candidates`` stays a knob, as does ``all`` (the ablation without
 ActiveQueryAttention).
 """
 from __future__ import annotations
