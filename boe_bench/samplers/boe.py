@@ -26,12 +26,12 @@ Which rows carry gradient (``rows``) and which entropies form S (``targets``):
 Live rows = C with targets outside C is the literal reading of eqs. 11 + 30 and gives
 TIS = 0 identically (the zero-gradient trap): it is refused.
 
-Why ``masked`` is the default (decided on accuracy and cost together, on both trained models;
-results/bench/boe_readings.md, boe_readings_text.md, boe_decode.md). ``candidates`` has the paper's live set A_t :=
-C_t, so its cost grows with rho as Table 5's does; ``masked``'s live set is the masked rows
-whatever rho is, and rho only decides which steps rank at all (a step whose |C| =
-max(b_t, ceil(rho |M_block|)) fits the budget needs no backward), so its cost rises with rho
-only through how many steps rank. The numbers:
+Why ``masked`` is the default (decided on accuracy and cost together, on both trained
+models; results/bench/boe_readings.md, boe_readings_text.md, boe_decode.md). ``candidates``
+has the paper's live set A_t := C_t, so its cost grows with rho as Table 5's does;
+``masked``'s live set is the masked rows whatever rho is, and rho only decides which steps
+rank at all (a step whose |C| = max(b_t, ceil(rho |M_block|)) fits the budget needs no
+backward), so its cost rises with rho only through how many steps rank. The numbers:
 - Cost, the GSM8K-shaped job (900-token prompt, L = 128, one token per step, blocks of 32,
   thread CPU time, rho 0.10 / 0.25 / 0.50): ``masked`` 1.12 / 1.14 / 1.16x Confidence
   (accounted 1.09 / 1.11 / 1.12), ``candidates`` 1.07 / 1.09 / 1.20x (accounted 1.01 / 1.05 /
@@ -52,8 +52,8 @@ only through how many steps rank. The numbers:
   it twice as expensive (270 vs 131 forward-equivalents at 70 steps).
 So the text model cannot tell the readings apart on accuracy at rho <= 0.25 (both write
 Confidence's outcomes) and only weakly at 0.50, and the only trained model on which BoE's
-ranking changes outcomes at the default rho points,
-weakly, to ``masked``, which is also the cheaper reading when a block is the whole canvas.
+ranking changes outcomes at the default rho points, weakly, to ``masked``, which is also
+the cheaper reading when a block is the whole canvas.
 The default stays ``masked``, the reading with the better accuracy where accuracy differs;
 for cost at blocks of 32 and a cost that follows rho as in Table 5, ``rows: candidates``
 (on the text model at rho <= 0.25 it answers as ``masked`` does, at a third or less of
