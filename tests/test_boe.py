@@ -137,6 +137,77 @@ def test_given_linear_outputs_leave_boe_tokens_unchanged(arch, fused, monkeypatc
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("rows, one_pass", [("candidates", True), ("masked", False)])
+def test_kept_rows_leave_the_live_pass_unchanged(arch, rows, one_pass, monkeypatch):
+    """The live pass after the step's forward takes its linear maps' outputs from that
+    forward (``kept_rows``, ``KeptRows``) instead of computing them again: a decode writes the
+    same tokens with the same TIS as one whose forward keeps nothing, and it did use them."""
+    from boe_bench.models import transformer
+
+    model = build_tiny(arch, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, seed=7, dtype="float64")
+    prompts = [model.tokenizer(t)["input_ids"] for t in ("Question: 12+30?\nAnswer:", "Hi")]
+    used, real = [], transformer._kept_entries
+
+    def spy(*args):
+        entries = real(*args)
+        used.append(entries is not None)
+        return entries
+
+    monkeypatch.setattr(transformer, "_kept_entries", spy)
+
+    def decode(fraction):
+        used.clear()
+        monkeypatch.setattr(model, "KEEP_FRACTION", fraction)
+        run = BoESampler(rows=rows, rho=0.5, one_pass=one_pass).generate(model, prompts, Schedule(16, 8, 8),
+                                                                       trace=True)
+        return run, list(used)
+
+    (kept, used_kept), (computed, used_computed) = decode(1), decode(1e9)
+    assert any(used_kept) and not any(used_computed)
+    assert torch.equal(kept.tokens, computed.tokens)
+    ranked = 0
+    for one, two in zip(kept.trace, computed.trace):
+        for key in ("tis_chosen", "tis_rejected"):
+            for a, b in zip(one[key], two[key]):
+                ranked += len(a)
+                assert a == pytest.approx(b, rel=1e-9, abs=1e-15)
+    assert ranked > 0
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_kept_rows_in_bf16_follow_the_float32_computation(arch, monkeypatch):
+    """In bf16, the dtype users run, the leave-one-out TIS of a pass given the kept values is
+    as close to the same weights' float32 TIS as that of a pass computing its own."""
+    from boe_bench.samplers.boe_live import LiveInputs, live_tis_pass
+
+    models = {dtype: build_tiny(arch, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, seed=9, dtype=dtype)
+              for dtype in ("bfloat16", "float32")}
+    for low, high in zip(models["bfloat16"].hf.parameters(), models["float32"].hf.parameters()):
+        high.data.copy_(low.float())  # the same weights, computed in float32
+    for model in models.values():
+        monkeypatch.setattr(model, "KEEP_FRACTION", 1)
+    model = models["float32"]
+    ids = torch.tensor([model.tokenizer("Question: 12+30?\nAnswer:")["input_ids"] + [model.mask_id] * 8])
+    rows = torch.arange(ids.shape[1] - 6, ids.shape[1] - 2)[None]
+    keep = torch.arange(ids.shape[1] - 8, ids.shape[1])[None]
+    delta = torch.randn(1, 4, 64, generator=torch.Generator().manual_seed(0))
+
+    def tis(dtype, keep_rows):
+        model = models[dtype]
+        _, frozen = model.forward_with_state(ids, keep_rows=keep_rows)
+        assert (frozen.kept is None) == (keep_rows is None)
+        inputs = LiveInputs(rows, model.embed(ids.gather(1, rows)), delta.to(model.dtype),
+                            (~torch.eye(4, dtype=torch.bool))[:, None, :].float())
+        return live_tis_pass(model, frozen, inputs).float()
+
+    reference = tis("float32", None)
+    error = lambda t: float((t - reference).norm() / reference.norm())  # noqa: E731
+    kept, computed = error(tis("bfloat16", keep)), error(tis("bfloat16", None))
+    assert reference.abs().max() > 0 and error(tis("float32", keep)) < 1e-5
+    assert kept < 0.05 and kept <= 2 * computed + 0.005
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_one_pass_decode_equals_two_pass_decode(arch):
     model = build_tiny(arch, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, seed=3, dtype="float64")
     prompts = [model.tokenizer(t)["input_ids"] for t in ("Question: 12+30?\nAnswer:", "Hi")]

@@ -21,7 +21,9 @@ from boe_bench.models import build_model
 from boe_bench.models.base import Denoiser, positions_from_mask
 from boe_bench.models.dream import qwen2_config_from_dream
 from boe_bench.models.llada import BLOCK_KEY_MAP, KEY_MAP, llada_key_to_llama, llama_config_from_llada
+from boe_bench.models import transformer
 from boe_bench.models.tiny import build_char_tokenizer, tiny_config
+from boe_bench.samplers.base import entropy
 
 # config.json of GSAI-ML/LLaDA-8B-Base / -Instruct (LLaDA-1.5 shares it): the remote
 # LLaDAConfig's field names with the released values.
@@ -419,6 +421,47 @@ def test_live_copies_are_separate_graphs_of_the_live_rows(loaded, arch):
     assert grad[0].abs().max() == 0 and grad[2].abs().max() == 0
     assert grad[1].abs().max() > 0
     assert torch.allclose(grad[1], grad_one, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_kept_values_stand_in_only_at_their_own_rows_and_inputs(loaded, arch, monkeypatch):
+    """A state that kept the linear maps' outputs at some rows (``keep_rows``) gives a live
+    pass over those rows, at the captured embeddings, the same logits and gradients as a
+    plain state; a live row it did not keep, or other embeddings (a finite difference),
+    make the pass compute its own, so it still sees its inputs."""
+    model = loaded[arch]
+    monkeypatch.setattr(model, "KEEP_FRACTION", 1)
+    ids = random_ids((2, 16), seed=5)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    keep = torch.tensor([[2, 3, 8, 12, 13], [5, 9, 14, 15, 16]])
+    _, plain = model.forward_with_state(ids, mask)
+    _, kept = model.forward_with_state(ids, mask, keep_rows=keep)
+    assert plain.kept is None and kept.kept is not None
+    calls = []
+    monkeypatch.setattr(transformer, "_kept_entries",
+                        lambda *a, real=transformer._kept_entries: calls.append(real(*a)) or calls[-1])
+
+    def pass_at(state, live, shift=0.0):
+        embeds = (model.embed(ids.gather(1, live.clamp(max=15))) + shift).detach()
+        copies = embeds.expand(2, *embeds.shape).clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = model.live_forward_copies(state, live, copies)
+            # As in BoE, padding entries (== L) weigh nothing: their outputs mean nothing.
+            weights = torch.tensor([1.0, 0.5])[:, None, None] * (live < 16)
+            (grad,) = torch.autograd.grad((entropy(out) * weights).sum(), copies)
+        return out.detach(), grad
+
+    for live, shift, used in ((torch.tensor([[3, 8, 12], [9, 14, 16]]), 0.0, True),
+                              (torch.tensor([[3, 8, 12], [9, 14, 16]]), 1e-3, False),
+                              (torch.tensor([[3, 7, 12], [9, 14, 16]]), 0.0, False)):
+        calls.clear()
+        (out_p, grad_p), (out_k, grad_k) = pass_at(plain, live, shift), pass_at(kept, live, shift)
+        assert (calls[-1] is not None) == used
+        valid = live < 16
+        assert torch.allclose(out_k[:, valid], out_p[:, valid], rtol=0, atol=1e-12)
+        assert grad_p.abs().max() > 0
+        assert torch.allclose(grad_k[:, valid], grad_p[:, valid], rtol=1e-9, atol=1e-14)
 
 
 @pytest.mark.parametrize("checkpoint", ["llada", "dream"])

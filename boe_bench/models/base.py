@@ -25,7 +25,9 @@ class FrozenState:
 
     keys/values: per layer, [B, H_kv, L, D] after rotary embedding (or the model's
     equivalent), detached. positions: [B, L] position ids. key_mask: [B, L], True for real
-    tokens (False for left padding). time: the time conditioning used, if any.
+    tokens (False for left padding). time: the time conditioning used, if any. kept: what
+    the model kept at the ``keep_rows`` of ``forward_with_state`` (model-specific; None when
+    it kept nothing).
     """
 
     keys: list[Tensor]
@@ -33,6 +35,7 @@ class FrozenState:
     positions: Tensor
     key_mask: Tensor
     time: Tensor | None = None
+    kept: object | None = None
 
 
 class Denoiser(nn.Module, ABC):
@@ -124,7 +127,7 @@ class Denoiser(nn.Module, ABC):
         over the state repeated C times; a model may fold them into fewer operations."""
         copies, b = live_embeds.shape[:2]
         repeat = lambda t: t.repeat(copies, *[1] * (t.dim() - 1)) if isinstance(t, Tensor) else t  # noqa: E731
-        parts = {f.name: getattr(state, f.name) for f in fields(state)}
+        parts = {f.name: getattr(state, f.name) for f in fields(state) if f.name != "kept"}
         repeated = type(state)(**{name: [repeat(t) for t in value] if isinstance(value, list) else repeat(value)
                                   for name, value in parts.items()})
         out = self.live_forward(repeated, live_rows.repeat(copies, 1), live_embeds.flatten(0, 1))
@@ -144,9 +147,15 @@ class Denoiser(nn.Module, ABC):
         return self.rows_to_positions(rows)
 
     def forward_with_state(
-        self, ids: Tensor, attention_mask: Tensor | None = None, time: Tensor | None = None
+        self, ids: Tensor, attention_mask: Tensor | None = None, time: Tensor | None = None,
+        keep_rows: Tensor | None = None,
     ) -> tuple[Tensor, FrozenState]:
-        """Position-aligned logits plus the frozen state for a live-row recompute."""
+        """Position-aligned logits plus the frozen state for a live-row recompute.
+
+        ``keep_rows`` [B, T] (entries equal to L pad): the rows a later live pass will take
+        its live rows from, at these same inputs. A model may keep its own values there
+        (``FrozenState.kept``) so that the pass need not compute them again; this default
+        keeps nothing."""
         with torch.no_grad():
             rows, state = self.forward_rows(self.embed(ids), attention_mask, time, capture=True, ids=ids)
         return self.rows_to_positions(rows), state

@@ -222,7 +222,7 @@ class MDLMDenoiser(Denoiser):
         if not capture:
             return logits, None
         time = None if time is None else torch.as_tensor(time, device=embeds.device).reshape(-1).expand(b)
-        return logits, SubsFrozenState(keys, values, positions, key_mask, time, ids)
+        return logits, SubsFrozenState(keys, values, positions, key_mask, time, ids=ids)
 
     def live_forward(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> Tensor:
         batch = live_rows.shape[0]

@@ -7,6 +7,8 @@ a test checks that this loop equals the stock class's own forward under a bidire
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -28,8 +30,10 @@ def _apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate-half rotary embedding x cos + rot(x) sin, computed in the dtype of ``cos`` (the
     model's, or float32 under ``rope_full_precision``) and returned in the dtype of ``x``."""
     h = x.to(cos.dtype)
-    half = h.shape[-1] // 2
-    rotated = torch.cat((-h[..., half:], h[..., :half]), dim=-1)
+    # split, not two slices: the same values, and a slice's backward zero-fills a gradient of
+    # h's size (this runs with autograd over the live rows).
+    first, second = h.split(h.shape[-1] // 2, dim=-1)
+    rotated = torch.cat((-second, first), dim=-1)
     return (h * cos + rotated * sin).to(x.dtype)
 
 
@@ -109,19 +113,41 @@ class TransformerDenoiser(Denoiser):
     def _head(self, h: Tensor) -> Tensor:
         return self.hf.lm_head(_rms_norm(self.hf.model.norm, h))
 
-    def forward_rows(self, embeds, attention_mask=None, time=None, capture=False, ids=None):
+    def forward_rows(self, embeds, attention_mask=None, time=None, capture=False, ids=None, keep_rows=None):
+        """``keep_rows`` (with ``capture``, see ``forward_with_state``): the state also keeps
+        the block's linear-map outputs, the row logits and the input embeddings at those rows
+        (``KeptRows``)."""
         b, n, _ = embeds.shape
         key_mask, positions, bias = canvas_masks(embeds, attention_mask, self.pads_take_positions)
         cos, sin = self._rotary(embeds, positions)
-        keys, values = [], []
+        take = None if keep_rows is None else _flat_rows(keep_rows.clamp(max=n - 1), n)
+        keys, values, taken = [], [], []
         h = embeds
         for layer in self.hf.model.layers:
-            h, k, v, _ = self._layer(layer, h, cos, sin, bias)
+            h, k, v, given = self._layer(layer, h, cos, sin, bias, take)
+            taken.append(given)
             if capture:
                 keys.append(k.detach())
                 values.append(v.detach())
+        logits = self._head(h)
         state = FrozenState(keys, values, positions, key_mask) if capture else None
-        return self._head(h), state
+        if capture and take is not None:
+            state.kept = KeptRows(keep_rows, _rows(embeds, take).detach(), taken, _rows(logits, take).detach())
+        return logits, state
+
+    # Keep values at T rows only when T * KEEP_FRACTION <= L: copying them out costs about what
+    # a live pass over T / KEEP_FRACTION rows saves by not computing its linear maps again.
+    KEEP_FRACTION = 16
+
+    def forward_with_state(self, ids, attention_mask=None, time=None, keep_rows=None):
+        """As ``Denoiser.forward_with_state``; at ``keep_rows`` it keeps what a live pass at the
+        same inputs would compute again with its linear maps (``KeptRows``), when they are few
+        enough (``KEEP_FRACTION``)."""
+        if keep_rows is None or keep_rows.shape[1] * self.KEEP_FRACTION > ids.shape[1]:
+            return super().forward_with_state(ids, attention_mask, time)
+        with torch.no_grad():
+            rows, state = self.forward_rows(self.embed(ids), attention_mask, time, capture=True, keep_rows=keep_rows)
+        return self.rows_to_positions(rows), state
 
     def _layer(self, layer, h: Tensor, cos: Tensor, sin: Tensor, bias: Tensor,
                take: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, dict | None]:
@@ -200,32 +226,42 @@ class TransformerDenoiser(Denoiser):
         rows of ``live_embeds`` [B, C*A, d]. The copies hold the same values and differ only in
         their graphs, so each linear map runs once over the first copy's A rows and is
         ``_given`` to all C (its backward, grad W, runs over all C*A rows); norms, rotary,
-        activation and attention run over every copy, as their backward needs."""
+        activation and attention run over every copy, as their backward needs. When the state
+        kept the live rows at these embeddings (``KeptRows``), the linear maps do not run at
+        all: the step's forward already computed them there, and on the CPU a few-row matmul
+        costs what reading its weight does (about 4 ms of a 2-row pass on ``cpu-bench``)."""
         length = state.key_mask.shape[1]
         a = live_embeds.shape[1] // copies
         _, frozen_bias, live_bias = self._live_biases(state.key_mask, live_rows)
         positions = state.positions.gather(1, live_rows.clamp(max=length - 1)).repeat(1, copies)
         cos, sin = self._rotary(live_embeds, positions)
+        kept = _kept_entries(state, live_rows, live_embeds[:, :a])
 
-        def linear(x: Tensor, module) -> Tensor:
-            if copies == 1:
+        def linear(x: Tensor, module, value: Tensor | None = None) -> Tensor:
+            if value is None and copies == 1:
                 return module(x)
-            with torch.no_grad():  # as one 2-D matmul: a 3-D slice would go to bmm, weight expanded
-                value = module(x[:, :a].reshape(-1, x.shape[-1])).view(x.shape[0], a, -1)
-            return _given(x, value.repeat(1, copies, 1), module)
+            if value is None:
+                with torch.no_grad():  # as one 2-D matmul: a 3-D slice would go to bmm, weight expanded
+                    value = module(x[:, :a].reshape(-1, x.shape[-1])).view(x.shape[0], a, -1)
+            return _given(x, value if copies == 1 else value.repeat(1, copies, 1), module)
 
         h = live_embeds
-        for layer, k_frozen, v_frozen in zip(self.hf.model.layers, state.keys, state.values):
+        for i, (layer, k_frozen, v_frozen) in enumerate(zip(self.hf.model.layers, state.keys, state.values)):
             attn, mlp = layer.self_attn, layer.mlp
+            given = (lambda name: None) if kept is None else (lambda name: _rows(state.kept.values[i][name], kept))
             x = _rms_norm(layer.input_layernorm, h)
-            q, k, v = self._heads(linear(x, attn.q_proj), linear(x, attn.k_proj), linear(x, attn.v_proj), cos, sin)
+            q, k, v = self._heads(linear(x, attn.q_proj, given("q")), linear(x, attn.k_proj, given("k")),
+                                  linear(x, attn.v_proj, given("v")), cos, sin)
             # The frozen slots of the live rows are hidden; their fresh keys/values stand in.
             # Attention written out sums in another order than SDPA: logits agree with the full
             # forward to rounding (tests: 1e-12 in float64), not bit for bit.
-            h = h + linear(self._attend_live(q, k_frozen, v_frozen, frozen_bias, k, v, live_bias, copies), attn.o_proj)
+            out = self._attend_live(q, k_frozen, v_frozen, frozen_bias, k, v, live_bias, copies)
+            h = h + linear(out, attn.o_proj, given("o"))
             x = _rms_norm(layer.post_attention_layernorm, h)
-            h = h + linear(mlp.act_fn(linear(x, mlp.gate_proj)) * linear(x, mlp.up_proj), mlp.down_proj)
-        return linear(_rms_norm(self.hf.model.norm, h), self.hf.lm_head)
+            act = mlp.act_fn(linear(x, mlp.gate_proj, given("gate"))) * linear(x, mlp.up_proj, given("up"))
+            h = h + linear(act, mlp.down_proj, given("down"))
+        head = None if kept is None else _rows(state.kept.head, kept)
+        return linear(_rms_norm(self.hf.model.norm, h), self.hf.lm_head, head)
 
     # Above this many live rows per canvas row (1/fraction), live queries attend through the
     # fused kernel over one key tensor with the live keys scattered in (``forward_live``).
@@ -254,7 +290,7 @@ class TransformerDenoiser(Denoiser):
         key_mask, positions, bias = canvas_masks(embeds, attention_mask, self.pads_take_positions)
         cos, sin = self._rotary(embeds, positions)
         clamped = live_rows.clamp(max=n - 1)
-        take = (clamped + torch.arange(b, device=ids.device)[:, None] * n).flatten()
+        take = _flat_rows(clamped, n)
         cos_a, sin_a = self._rotary(embeds, positions.gather(1, clamped))
         slot_a = live_rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)
         _, frozen_bias, live_bias = self._live_biases(key_mask, live_rows)
@@ -285,6 +321,50 @@ class TransformerDenoiser(Denoiser):
                 logits = self._head(h_all)
             live_logits = _given(_rms_norm(self.hf.model.norm, h), _rows(logits, take), self.hf.lm_head)
         return self.rows_to_positions(logits), live_logits, live_embeds
+
+
+@dataclass
+class KeptRows:
+    """What ``forward_with_state`` kept at ``rows`` [B, T] (entries equal to L pad): the input
+    embeddings there [B, T, d], per layer the outputs of the block's seven linear maps
+    (``_layer``'s ``taken``, name -> [B, T, F]) and the row logits [B, T, V]. A live pass
+    whose live rows are all among them, at the same embeddings, is given these values
+    instead of computing its linear maps again (``_kept_entries``), as ``forward_live``'s
+    graph is given the frozen pass's."""
+
+    rows: Tensor
+    embeds: Tensor
+    values: list[dict[str, Tensor]]
+    head: Tensor
+
+
+def _kept_entries(state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> Tensor | None:
+    """Flat indices [B*A] into the state's kept rows for ``live_rows`` [B, A], or None when
+    the state kept nothing, a live row was not kept, or a live row's embedding ``live_embeds``
+    [B, A, d] differs from the one its kept values were computed at (a pass at other inputs,
+    such as a finite difference, computes its own). Padding entries (== L) point at entry 0:
+    their outputs mean nothing and nothing attends to them."""
+    kept = state.kept
+    if not isinstance(kept, KeptRows):
+        return None
+    b, length = state.key_mask.shape
+    t = kept.rows.shape[1]
+    slot = torch.full((b, length + 1), -1, dtype=torch.long, device=live_rows.device)
+    slot.scatter_(1, kept.rows, torch.arange(t, device=live_rows.device).expand(b, t))
+    valid = live_rows < length
+    entry = slot.gather(1, live_rows)
+    if not bool((entry >= 0)[valid].all()):
+        return None
+    entry = torch.where(valid, entry, 0)
+    flat = _flat_rows(entry, t)
+    with torch.no_grad():
+        same = torch.equal(_rows(kept.embeds, flat)[valid], live_embeds.detach()[valid])
+    return flat if same else None
+
+
+def _flat_rows(rows: Tensor, n: int) -> Tensor:
+    """[B, A] row indices into n rows -> flat indices b * n + row [B*A] (for ``_rows``)."""
+    return (rows + torch.arange(rows.shape[0], device=rows.device)[:, None] * n).flatten()
 
 
 def _rows(t: Tensor, take: Tensor) -> Tensor:

@@ -20,7 +20,9 @@ Which rows carry gradient (``rows``) and which entropies form S (``targets``):
   its own score (exact leave-one-out: the live rows over C run forward as |C| copies, and
   one backward gives copy c the gradient of S without the entries that predict c; see
   ``live_tis_pass``). C is chosen by the step's forward, so here the live rows are
-  recomputed after it: |C|^2 rows forward and backward (charged |C| + 2|C|^2).
+  recomputed after it: |C|^2 rows forward and backward (charged |C| + 2|C|^2). That forward
+  keeps its linear maps' outputs at the rows C can come from (``kept_rows``), and the
+  recompute is given them: it runs again only the norms, rotary, attention and activations.
 - ``all``: every row live, plain autograd through the whole model (the dense reference,
   the "w/o ActiveQueryAttention" ablation).
 Live rows = C with targets outside C is the literal reading of eqs. 11 + 30 and gives
@@ -232,7 +234,8 @@ class BoESampler(Sampler):
             logits = model.rows_to_positions(dense_rows.detach())
             state.count_forward()
         elif reuse:
-            logits, frozen = model.forward_with_state(state.x, state.attention_mask)
+            logits, frozen = model.forward_with_state(state.x, state.attention_mask,
+                                                      keep_rows=self.kept_rows(model, state, allowed, ranked))
             state.count_forward()
         else:
             logits = state.forward(model)
@@ -277,6 +280,19 @@ class BoESampler(Sampler):
         """[B, L] rows: masked's live set in ``ranked`` rows: the masked rows and the rows that
         predict them (the same rows unless the model shifts its logits)."""
         return (state.masked | self.prediction_mask(model, state.masked)) & ranked[:, None]
+
+    def kept_rows(self, model: Denoiser, state: DecodeState, allowed: Tensor, ranked: Tensor) -> Tensor | None:
+        """[B, T] rows (padded with L) that hold every live row ``live_tis`` may take after this
+        step's forward, known before it: the candidates come from the allowed positions, the
+        targets from them too (``targets: candidates``) or from the masked ones, plus the rows
+        predicting them. The model may keep its values there (``forward_with_state``) so that
+        the live pass need not compute them again. None where nothing ranks or the pass is
+        replayed as a CUDA graph (which reads only its own buffers)."""
+        if not bool(ranked.any()) or (self.cuda_graphs and state.x.is_cuda):
+            return None
+        positions = allowed if self.rows == "candidates" and self.targets == "candidates" else state.masked
+        rows = (positions | self.prediction_mask(model, positions)) & ranked[:, None]
+        return pack_rows(rows, state.seq_len, int(rows.sum(-1).max()))[0]
 
     def one_pass_tis(self, model, state, live_pass: tuple, cand: Tensor, targets: Tensor, delta: Tensor) -> Tensor:
         """[B, L] TIS at candidate positions from the step forward's own live-row graph: the

@@ -71,11 +71,13 @@ def live_tis_pass(model: Denoiser, frozen: FrozenState, inputs: LiveInputs) -> T
 
 
 def padded_frozen(frozen: FrozenState) -> FrozenState:
-    """The state with one masked slot appended, where padding entries (== L) write."""
+    """The state with one masked slot appended, where padding entries (== L) write. Nothing
+    it kept comes along: a captured graph must read only its static buffers."""
     pad = lambda t: torch.cat([t, t.new_zeros(*t.shape[:2], 1, t.shape[3])], dim=2)  # noqa: E731
     return replace(frozen, keys=[pad(k) for k in frozen.keys], values=[pad(v) for v in frozen.values],
                    positions=torch.cat([frozen.positions, frozen.positions[:, -1:]], dim=1),
-                   key_mask=torch.cat([frozen.key_mask, frozen.key_mask.new_zeros(frozen.key_mask.shape[0], 1)], 1))
+                   key_mask=torch.cat([frozen.key_mask, frozen.key_mask.new_zeros(frozen.key_mask.shape[0], 1)], 1),
+                   kept=None)
 
 
 def bucket_width(count: int) -> int:
