@@ -37,7 +37,10 @@ backward), so its cost rises with rho only through how many steps rank. The numb
 - Cost, the GSM8K-shaped job (900-token prompt, L = 128, one token per step, blocks of 32,
   thread CPU time, rho 0.10 / 0.25 / 0.50): ``masked`` 1.12 / 1.14 / 1.16x Confidence
   (accounted 1.09 / 1.11 / 1.12), ``candidates`` 1.07 / 1.09 / 1.20x (accounted 1.01 / 1.05 /
-  1.19; Table 5: 1.06 / 1.08 / 1.15); a 5-repeat run at rho 0.25 read 1.17 and 1.13. At
+  1.19; Table 5: 1.06 / 1.08 / 1.15); a 5-repeat run at rho 0.25 read 1.17 and 1.13. After
+  ``candidates``' pass was given the step forward's linear maps, runs at rho 0.25 read
+  ``masked`` 1.21 / 1.12 and ``candidates`` 1.13 / 1.10 / 1.08 (run-to-run drift about
+  +-0.05 on the shared VM; results/bench/boe_decode.md). At
   blocks of 32 ``candidates`` is the cheaper reading at rho <= 0.25 and the one whose cost
   follows rho.
 - Text model (``text_mdm``, d1's Sudoku, first 128 puzzles, blocks of 32, two tokens per
