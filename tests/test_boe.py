@@ -36,6 +36,18 @@ def setup_step(model, texts=("Question: 3+4?\nAnswer:",), gen_length=8, n_candid
     return state, frozen, cand, delta
 
 
+def assert_same_tis(one, two, rel: float, abs: float) -> None:
+    """Two traced decodes gave every ranked candidate the same TIS (within rel/abs), step by
+    step and row by row, and at least one candidate was ranked."""
+    ranked = 0
+    for step_one, step_two in zip(one.trace, two.trace):
+        for key in ("tis_chosen", "tis_rejected"):
+            for a, b in zip(step_one[key], step_two[key]):
+                ranked += len(a)
+                assert a == pytest.approx(b, rel=rel, abs=abs)
+    assert ranked > 0
+
+
 def rms(norm, h):
     return norm.weight * h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
 
@@ -128,12 +140,7 @@ def test_given_linear_outputs_leave_boe_tokens_unchanged(arch, fused, monkeypatc
         patch.setattr(transformer, "_given", lambda x, value, linear: linear(x))
         computed = decode()
     assert torch.equal(given.tokens, computed.tokens)
-    ranked = 0
-    for one, two in zip(given.trace, computed.trace):
-        for a, b in zip(one["tis_chosen"] + one["tis_rejected"], two["tis_chosen"] + two["tis_rejected"]):
-            ranked += len(a)
-            assert a == pytest.approx(b, rel=1e-4, abs=1e-7)
-    assert ranked > 0
+    assert_same_tis(given, computed, rel=1e-4, abs=1e-7)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -165,13 +172,7 @@ def test_kept_rows_leave_the_live_pass_unchanged(arch, rows, one_pass, monkeypat
     (kept, used_kept), (computed, used_computed) = decode(1), decode(1e9)
     assert any(used_kept) and not any(used_computed)
     assert torch.equal(kept.tokens, computed.tokens)
-    ranked = 0
-    for one, two in zip(kept.trace, computed.trace):
-        for key in ("tis_chosen", "tis_rejected"):
-            for a, b in zip(one[key], two[key]):
-                ranked += len(a)
-                assert a == pytest.approx(b, rel=1e-9, abs=1e-15)
-    assert ranked > 0
+    assert_same_tis(kept, computed, rel=1e-9, abs=1e-15)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -214,13 +215,7 @@ def test_one_pass_decode_equals_two_pass_decode(arch):
     runs = [BoESampler(rows="masked", rho=0.5, one_pass=flag).generate(model, prompts, Schedule(16, 8, 8), trace=True)
             for flag in (True, False)]
     assert torch.equal(runs[0].tokens, runs[1].tokens)
-    ranked = 0
-    for one, two in zip(runs[0].trace, runs[1].trace):
-        for key in ("tis_chosen", "tis_rejected"):
-            for a, b in zip(one[key], two[key]):
-                ranked += len(a)
-                assert a == pytest.approx(b, rel=1e-9, abs=1e-15)
-    assert ranked > 0
+    assert_same_tis(runs[0], runs[1], rel=1e-9, abs=1e-15)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
