@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from boe_bench.bench import common
-from boe_bench.bench.common import BenchError, Reading, abba_order, interleaved, out_path, ratio_stats, verdict
+from boe_bench.bench.common import (
+    BenchError, Reading, abba_order, floor_ratio, interleaved, lockstep, out_path, ratio_stats, verdict,
+)
 
 
 def test_abba_order_reverses_on_odd_repeats_and_interleaved_follows_it():
@@ -20,6 +22,66 @@ def test_abba_order_reverses_on_odd_repeats_and_interleaved_follows_it():
     readings = interleaved(runs, repeats=3)
     assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b"]  # warm-ups, then ABBA
     assert all(len(v) == 3 for v in readings.values())
+
+
+def test_lockstep_runs_one_step_of_each_run_at_a_time_in_abba_order():
+    trace = []
+
+    def run(label, steps):
+        def go(pause):
+            for i in range(steps):
+                pause()
+                trace.append((label, i))
+            return label
+
+        return go
+
+    readings = lockstep({"a": run("a", 3), "b": run("b", 2)}, repeats=2)
+    warm = [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
+    # After the warm-ups, each repeat: round 0 takes a then b to their first pause (nothing
+    # traced), round 1 runs b's step 0 then a's, round 2 a's step 1 then b's (b ends), and a
+    # goes on alone.
+    one = [("b", 0), ("a", 0), ("a", 1), ("b", 1), ("a", 2)]
+    assert trace == warm + one + one
+    assert [r.value for r in readings["a"]] == ["a", "a"] and len(readings["b"]) == 2
+    # A slice before the first pause and one after each: the reading is their sum.
+    assert all(len(r.steps) == 4 for r in readings["a"]) and all(len(r.steps) == 3 for r in readings["b"])
+    assert all(r.seconds == pytest.approx(sum(r.steps)) for r in readings["a"] + readings["b"])
+
+
+def test_lockstep_times_each_run_on_its_own_thread_and_raises_its_errors():
+    import time
+
+    def busy(pause):
+        for _ in range(3):
+            pause()
+            end = time.thread_time() + 0.03
+            while time.thread_time() < end:
+                pass
+
+    def sleepy(pause):
+        for _ in range(3):
+            pause()
+            time.sleep(0.03)
+
+    readings = lockstep({"busy": busy, "sleepy": sleepy}, repeats=1)
+    # The sleeping run's turns cost it no CPU time, and the busy one's wait for its turn neither.
+    assert readings["busy"][0].seconds >= 0.09 and readings["sleepy"][0].seconds < 0.03
+    assert readings["sleepy"][0].wall_s >= 0.09
+
+    def broken(pause):
+        pause()
+        raise RuntimeError("step 1 failed")
+
+    with pytest.raises(RuntimeError, match="step 1 failed"):
+        lockstep({"busy": busy, "broken": broken}, repeats=1)
+
+
+def test_floor_ratio_takes_each_steps_fastest_repeat():
+    base = [Reading(0, 0, steps=[1.0, 2.0]), Reading(0, 0, steps=[3.0, 1.0])]  # fastest: 1 + 1
+    other = [Reading(0, 0, steps=[1.5, 4.0]), Reading(0, 0, steps=[2.0, 1.5])]  # fastest: 1.5 + 1.5
+    assert floor_ratio(other, base) == pytest.approx(1.5)
+    assert floor_ratio([Reading(0, 0, steps=[1.0])] * 2, base) != floor_ratio([Reading(0, 0, steps=[1.0])] * 2, base)
 
 
 def test_ratios_are_per_repeat_and_a_wide_spread_is_flagged_not_met():
@@ -65,6 +127,8 @@ def test_decode_rows_carry_machine_load_and_accounted_ratio(tmp_path):
     assert [r["variant"] for r in rows] == ["confidence", "boe_masked_rho0.25", "boe_masked_rho0.50"]
     assert all(r["machine"] and r["load_avg"] and r["repeats"] == 3 and set(FIELDS) >= set(r) for r in rows)
     assert rows[0]["accounted_ratio"] == 1.0 and rows[0]["ratio_median"] == 1.0
+    # On a CPU the decodes ran side by side, step by step (one slice per step and one after).
+    assert all(r["interleave"] == "step" and r["ratio_floor"] > 0 for r in rows) and rows[0]["ratio_floor"] == 1.0
     assert rows[1]["accounted_ratio"] > 1.0  # the live-row backward is counted
     text = summary(rows)
     assert "measured within 0.05 of accounted" in text and "rows: masked, rho 0.25 < 0.5" in text

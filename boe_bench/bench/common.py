@@ -12,6 +12,15 @@ on odd ones (ABBA), so a drift in load or clock speed hits every variant alike; 
 taken per repeat against the baseline of that repeat, and reported with its spread,
 (max - min) / median over repeats. A spread above ``SPREAD_LIMIT`` means the ratio is not
 resolved: ``verdict`` says so instead of "met".
+
+Whole decodes on a CPU interleave finer: ``lockstep`` runs the variants' decodes side by side,
+one step of each at a time in ABBA order, so Confidence's step i and BoE's step i are timed
+within a second of each other. On a shared VM a neighbour slows this thread's CPU time too
+(caches, memory bandwidth, a shared core): one Confidence step of fixed work measured
+138-320 ms within one decode, and such spells last seconds. Whole decodes 35 s apart took
+them unevenly: on one host, ratios spread 19-23% over 5 repeats and read 1.04 where runs side
+by side read 1.21. Side by side, repeats still spread 7-14% (spells within a decode do not
+average out), but two runs' medians agreed within 0.012 (results/bench/boe_decode.md).
 """
 from __future__ import annotations
 
@@ -20,6 +29,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,11 +112,13 @@ def sync(device: str) -> None:
 @dataclass
 class Reading:
     """One timed call: primary seconds (thread CPU on a CPU, CUDA events on a GPU), wall
-    seconds, and whatever the call returned."""
+    seconds, whatever the call returned and, from ``lockstep``, the thread CPU seconds of each
+    slice between two pauses (``steps``)."""
 
     seconds: float
     wall_s: float
     value: object = None
+    steps: list[float] | None = None
 
 
 def timed(fn: Callable[[], object], device: str) -> Callable[[], Reading]:
@@ -150,6 +162,95 @@ def interleaved(runs: dict[str, Callable[[], Reading]], repeats: int, warmup: Ca
             if progress:
                 progress(repeat, label, readings[label][-1])
     return readings
+
+
+class _Turns:
+    """One lockstep run's thread: it runs only between ``go`` and its next ``pause``, and
+    times those slices itself (thread CPU time, wall clock)."""
+
+    def __init__(self, run: Callable[[Callable[[], None]], object]):
+        self.run, self.go, self.back = run, threading.Event(), threading.Event()
+        self.steps: list[float] = []
+        self.wall = 0.0
+        self.value, self.error, self.done = None, None, False
+        self.thread = threading.Thread(target=self._main, daemon=True)
+
+    def _start_slice(self) -> None:
+        self.go.wait()
+        self.go.clear()
+        self.mark, self.wall_mark = time.thread_time(), time.perf_counter()
+
+    def _end_slice(self) -> None:
+        self.steps.append(time.thread_time() - self.mark)
+        self.wall += time.perf_counter() - self.wall_mark
+
+    def pause(self) -> None:
+        self._end_slice()
+        self.back.set()
+        self._start_slice()
+
+    def _main(self) -> None:
+        self._start_slice()
+        try:
+            self.value = self.run(self.pause)
+        except BaseException as error:  # handed to the scheduling thread, which raises it
+            self.error = error
+        self._end_slice()
+        self.done = True
+        self.back.set()
+
+    def turn(self) -> None:
+        """Let the run go until its next pause (or its end)."""
+        self.back.clear()
+        self.go.set()
+        self.back.wait()
+
+
+def lockstep(runs: dict[str, Callable[[Callable[[], None]], object]], repeats: int,
+             progress: Callable[[int, str, Reading], None] | None = None) -> dict[str, list[Reading]]:
+    """Readings of every run, ``repeats`` each, the runs interleaved slice by slice (CPU).
+
+    A run takes a ``pause`` callable and calls it between its steps (a decode: before each
+    step). In a repeat every run gets a thread of its own, and only one thread runs at a
+    time: each run goes until its next pause, the runs in ABBA order (in order on even
+    rounds, reversed on odd ones), until all have ended. Each thread times its own slices,
+    so a run's ``seconds`` is the sum of its slices' thread CPU time and ``wall_s`` of their
+    wall time; waiting for its turn costs it nothing. Warm-up: one whole call of every run,
+    pauses ignored. An exception in a run is raised here once the repeat has stopped."""
+    if repeats < 1:
+        raise BenchError(f"--repeats must be >= 1, got {repeats}")
+    for run in runs.values():
+        run(lambda: None)
+    readings: dict[str, list[Reading]] = {label: [] for label in runs}
+    for repeat in range(repeats):
+        turns = {label: _Turns(run) for label, run in runs.items()}
+        for t in turns.values():
+            t.thread.start()
+        round_ = 0
+        while not all(t.done for t in turns.values()):
+            for label in abba_order([k for k, t in turns.items() if not t.done], round_):
+                turns[label].turn()
+                if turns[label].error is not None:  # the others stay parked (daemon threads)
+                    raise turns[label].error
+            round_ += 1
+        for label, t in turns.items():
+            t.thread.join()
+            readings[label].append(Reading(sum(t.steps), t.wall, t.value, t.steps))
+            if progress:
+                progress(repeat, label, readings[label][-1])
+    return readings
+
+
+def floor_ratio(readings: list[Reading], baseline: list[Reading]) -> float:
+    """The ratio with neighbours' interference taken out as far as the repeats allow: each
+    slice's fastest repeat, summed, over the baseline's (``lockstep`` readings whose runs
+    pause alike in every repeat; NaN otherwise). Interference only adds time, but not to
+    every operator alike, so this can read on either side of the per-repeat ratios."""
+    counts = {len(r.steps or ()) for r in (*readings, *baseline)}
+    if len(counts) != 1 or 0 in counts:
+        return float("nan")
+    fastest = lambda rs: sum(map(min, zip(*(r.steps for r in rs))))  # noqa: E731
+    return fastest(readings) / fastest(baseline)
 
 
 def spread(values: list[float]) -> float:

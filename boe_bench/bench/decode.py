@@ -2,11 +2,13 @@
 
 One job: a 5-shot-sized prompt (900 tokens of random ids), L = 128 generated tokens, one
 token per step (128 steps), blocks of 32, no early stop. Confidence and each BoE reading at
-rho 0.10 / 0.25 / 0.50 decode it end to end on the same random-weight model in one process,
-interleaved ABBA over repeats (``common``: thread CPU time on a CPU, CUDA events on a GPU).
-Reported per variant: its time (median, min, max over repeats), its ratio to the Confidence
-decode of the same repeat (median, spread), the accounted ratio (cost_fwd_equiv over
-Confidence's) and the gap between measured and accounted.
+rho 0.10 / 0.25 / 0.50 decode it end to end on the same random-weight model in one process
+(``common``: thread CPU time on a CPU, CUDA events on a GPU). On a CPU the decodes of a repeat
+run side by side in ``lockstep``, one step of each at a time in ABBA order; on a GPU whole
+decodes are interleaved ABBA over repeats. Reported per variant: its time (median, min, max
+over repeats), its ratio to the Confidence decode of the same repeat (median, spread), on a
+CPU the floor ratio (every step's fastest repeat, ``floor_ratio``), the accounted ratio
+(cost_fwd_equiv over Confidence's) and the gap between measured and accounted.
 
     python -m boe_bench.bench.decode                                    # CPU -> runs/bench/boe_decode.csv
     python -m boe_bench.bench.decode --out results/bench/boe_decode.csv # the committed table
@@ -23,8 +25,8 @@ import argparse
 import torch
 
 from boe_bench.bench.common import (
-    SHAPES, BenchError, fail_cleanly, interleaved, load_average, machine_name, merge_csv, out_path, random_model,
-    ratio_stats, read_csv, setup_device, timed, verdict, write_results,
+    SHAPES, BenchError, fail_cleanly, floor_ratio, interleaved, load_average, lockstep, machine_name, merge_csv,
+    out_path, random_model, ratio_stats, read_csv, setup_device, timed, verdict, write_results,
 )
 from boe_bench.samplers import Schedule, build_sampler
 
@@ -37,7 +39,7 @@ GPU_TARGET = 1.10  # the default at batch >= 8
 GAP_LIMIT = 0.05
 FIELDS = ["machine", "load_avg", "batch", "shape", "dtype", "clock", "variant", "rows", "rho", "repeats",
           "seconds_median", "seconds_min", "seconds_max", "wall_median_s", "ratio_median", "ratio_min", "ratio_max",
-          "ratio_spread", "wall_ratio_median", "flag", "nfe", "cost_fwd_equiv", "accounted_ratio", "gap", "note"]
+          "ratio_spread", "wall_ratio_median", "flag", "ratio_floor", "interleave", "nfe", "cost_fwd_equiv", "accounted_ratio", "gap", "note"]
 
 
 def variants(readings: list[str], rhos: list[float], dense: bool) -> dict[str, dict]:
@@ -51,10 +53,21 @@ def variants(readings: list[str], rhos: list[float], dense: bool) -> dict[str, d
 
 
 def decode_fn(model, spec: dict, prompts: list[list[int]], gen: int):
-    """A callable decoding the job once; returns the first example's accounting."""
+    """A callable ``run(pause)`` decoding the job once, calling ``pause()`` before every step
+    (``lockstep``); returns the first example's accounting."""
     sampler = build_sampler(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
     schedule = Schedule(gen_length=gen, steps=gen, block_length=BLOCK)
-    return lambda: sampler.generate(model, prompts, schedule).accounting[0]
+    step = sampler.step
+
+    def run(pause):
+        def paused_step(*args, **kwargs):
+            pause()
+            return step(*args, **kwargs)
+
+        sampler.step = paused_step  # this instance only: the sampler's own loop calls it
+        return sampler.generate(model, prompts, schedule).accounting[0]
+
+    return run
 
 
 def measure(args) -> list[dict]:
@@ -74,7 +87,7 @@ def measure(args) -> list[dict]:
         # Random ids below the special tokens' range stand in for the 5-shot prompt's text.
         prompts = [torch.randint(0, model.vocab_size - 1, (args.prompt,), generator=generator).tolist()
                    for _ in range(batch)]
-        runs = {label: timed(decode_fn(model, spec, prompts, args.gen), args.device) for label, spec in specs.items()}
+        decodes = {label: decode_fn(model, spec, prompts, args.gen) for label, spec in specs.items()}
         loads = []
 
         def progress(repeat, label, reading):
@@ -82,13 +95,19 @@ def measure(args) -> list[dict]:
             print(f"batch {batch} repeat {repeat} {label}: {reading.seconds:.2f}s (wall {reading.wall_s:.2f}s, "
                   f"load {loads[-1]})", flush=True)
 
-        # Warm-up: one whole untimed decode of every variant (allocator, kernels, CUDA graphs). A
-        # decode in few steps was not enough on the CPU: the first timed repeat still ran 5-15% slow.
-        readings = interleaved(runs, args.repeats, progress=progress)
+        # Warm-up (both): one whole untimed decode of every variant (allocator, kernels, CUDA
+        # graphs). A decode in few steps was not enough on the CPU: the first timed repeat ran 5-15% slow.
+        if gpu:
+            runs = {label: timed(lambda run=run: run(lambda: None), args.device) for label, run in decodes.items()}
+            readings = interleaved(runs, args.repeats, progress=progress)
+        else:
+            readings = lockstep(decodes, args.repeats, progress=progress)
         base = readings["confidence"][0].value
         for label, spec in specs.items():
             acc = readings[label][-1].value
             stats = ratio_stats(readings[label], readings["confidence"])
+            stats["ratio_floor"] = "" if gpu else round(floor_ratio(readings[label], readings["confidence"]), 4)
+            stats["interleave"] = "decode" if gpu else "step"
             accounted = acc.cost_fwd_equiv / base.cost_fwd_equiv
             rows.append({"machine": machine, "load_avg": f"{loads[0]} .. {loads[-1]}", "batch": batch, "shape": shape,
                          "dtype": str(dtype).removeprefix("torch."), "clock": "cuda events" if gpu else "thread cpu",
@@ -107,21 +126,27 @@ def summary(rows: list[dict]) -> str:
     lines = ["# Whole-decode cost, BoE vs Confidence (`python -m boe_bench.bench.decode`)", "",
              f"GSM8K-shaped job: {PROMPT}-token prompt (random ids standing in for the 5-shot prompt), "
              f"L={GEN}, one token per step, blocks of {BLOCK}, decoded end to end by every variant on the same "
-             "random-weight model in one process, interleaved ABBA over repeats. Time: thread CPU time on a CPU "
+             "random-weight model in one process. Interleaving (named in each heading): `step`, the decodes of a "
+             "repeat side by side, one step of each at a time in ABBA order (CPU runs since this was added); "
+             "`decode`, whole decodes ABBA over repeats (GPU, and earlier CPU runs). Time: thread CPU time on a CPU "
              "(one torch thread), CUDA events on a GPU; wall clock beside it. `ratio`: a decode's time over the "
              "Confidence decode of the same repeat (median; spread = (max - min) / median over repeats, ⚑ above "
-             "10%); `accounted`: cost_fwd_equiv over Confidence's (A.3.4); `gap` = ratio - accounted. CPU model: "
+             "10%); `floor`: every step's fastest repeat, summed, over Confidence's (interference taken out as far "
+             "as the repeats allow); `accounted`: cost_fwd_equiv over Confidence's (A.3.4); `gap` = ratio - "
+             "accounted. CPU model: "
              "LLaDA-shaped, 4 layers, d=256, MLP 1024, vocab 4096, float32. GPU: LLaDA-8B shape, bf16.", ""]
     for group in dict.fromkeys(key(r) for r in rows):
         mine = [r for r in rows if key(r) == group]
-        lines += [f"## {group[0]}, batch {group[1]} ({mine[0].get('clock', '')}, load average {mine[0].get('load_avg', '')})",
+        lines += [f"## {group[0]}, batch {group[1]} ({mine[0].get('clock', '')}, interleaved by "
+                  f"{mine[0].get('interleave') or 'decode'}, load average {mine[0].get('load_avg', '')})",
                   "", "| variant | seconds (median / min / max) | wall s | ratio (median, spread) | wall ratio "
-                  "| accounted | gap | NFE | cost |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| floor | accounted | gap | NFE | cost |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in mine:
+            floor = f"{float(r['ratio_floor']):.3f}" if r.get("ratio_floor") not in (None, "") else "-"
             lines.append(f"| {r['variant']} | {float(r['seconds_median']):.2f} / {float(r['seconds_min']):.2f} / "
                          f"{float(r['seconds_max']):.2f} | {float(r['wall_median_s']):.2f} | "
                          f"{float(r['ratio_median']):.3f} ({float(r['ratio_spread']):.1%}){' ⚑' if r['flag'] else ''} "
-                         f"| {float(r['wall_ratio_median']):.3f} | {float(r['accounted_ratio']):.3f} | "
+                         f"| {float(r['wall_ratio_median']):.3f} | {floor} | {float(r['accounted_ratio']):.3f} | "
                          f"{float(r['gap']):+.3f} | {r['nfe']} | {r['cost_fwd_equiv']} |")
         lines += [""] + targets(mine, gpu=mine[0].get("clock") == "cuda events")
         note = next((r["note"] for r in mine if r.get("note")), "")
