@@ -123,9 +123,11 @@ def test_one_pass_forward_equals_full_forward_plus_live_recompute(model64, fused
 @pytest.mark.parametrize("fused", [True, False])
 def test_given_linear_outputs_leave_boe_tokens_unchanged(arch, fused, monkeypatch):
     """``forward_live`` gives the live-row graph its linear maps' outputs from the frozen pass
-    instead of computing them again; in float32 (the benchmarks' dtype), on both attention
-    routes, a BoE decode writes the same tokens, with the same TIS to rounding, as when the
-    graph computes every linear map itself (the implementation before)."""
+    instead of computing them again, and leaves the frozen values' product out of the written-
+    out attention's value (``_FrozenMix``: o_proj's input is never read); in float32 (the
+    benchmarks' dtype), on both attention routes, a BoE decode writes the same tokens, with
+    the same TIS to rounding, as when the graph computes every linear map and product itself
+    (the implementation before)."""
     from boe_bench.models import transformer
 
     model = build_tiny(arch, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, seed=11, dtype="float32")
@@ -138,6 +140,7 @@ def test_given_linear_outputs_leave_boe_tokens_unchanged(arch, fused, monkeypatc
     given = decode()
     with monkeypatch.context() as patch:
         patch.setattr(transformer, "_given", lambda x, value, linear: linear(x))
+        patch.setattr(transformer._FrozenMix, "apply", staticmethod(lambda probs, values: probs @ values))
         computed = decode()
     assert torch.equal(given.tokens, computed.tokens)
     assert_same_tis(given, computed, rel=1e-4, abs=1e-7)

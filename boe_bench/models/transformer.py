@@ -170,7 +170,7 @@ class TransformerDenoiser(Denoiser):
         return h + down, k, v, taken
 
     def _attend_live(self, q: Tensor, keys: Tensor, values: Tensor, frozen_bias: Tensor, k: Tensor,
-                     v: Tensor, live_bias: Tensor, copies: int = 1) -> Tensor:
+                     v: Tensor, live_bias: Tensor, copies: int = 1, graph_only: bool = False) -> Tensor:
         """Live queries q [B, H, C*A, D] over two key sets at once, one softmax across both:
         the frozen keys/values [B, H_kv, L, D] (no gradient; ``frozen_bias`` hides padding and
         the live rows' own slots) and the live rows' fresh ones k, v [B, H_kv, C*A, D]
@@ -181,7 +181,10 @@ class TransformerDenoiser(Denoiser):
         backward zero-fills for dK/dV on every call (what dominated a few-row backward on the
         CPU); and every copy's queries meet the frozen keys in one matmul, without copying
         them. Scores and softmax in at least float32. Returns the heads merged [B, C*A, H*D],
-        before ``o_proj``."""
+        before ``o_proj``. ``graph_only``: the caller needs the output's graph but not its value
+        (``o_proj`` is ``_given`` its output), so the product with the frozen values, half of
+        the forward's matmul work here, is left out of the returned value (``_FrozenMix``) and
+        only its backward runs."""
         b, heads, rows, d = q.shape
         groups, a = self.n_kv_heads, rows // copies
         compute = torch.promote_types(q.dtype, torch.float32)
@@ -189,13 +192,17 @@ class TransformerDenoiser(Denoiser):
         qg = q.reshape(b, groups, heads // groups * rows, d)
         q_copies = q.reshape(b, groups, heads // groups, copies, a, d)
         k_copies, v_copies = k.reshape(b, groups, 1, copies, a, d), v.reshape(b, groups, 1, copies, a, d)
-        scores = torch.cat([(qg @ keys.transpose(-1, -2)).view(b, heads, rows, -1).to(compute) * scale + frozen_bias,
-                            (q_copies @ k_copies.transpose(-1, -2)).view(b, heads, rows, a).to(compute) * scale
-                            + live_bias], dim=-1)
+        # bias + scale * scores as one operator (one pass over the scores each way, not two).
+        scores = torch.cat([torch.add(frozen_bias, (qg @ keys.transpose(-1, -2)).view(b, heads, rows, -1).to(compute),
+                                      alpha=scale),
+                            torch.add(live_bias, (q_copies @ k_copies.transpose(-1, -2)).view(b, heads, rows, a)
+                                      .to(compute), alpha=scale)], dim=-1)
         n = keys.shape[2]
         # split, not two slices: a slice's backward zero-fills a gradient as large as probs.
         frozen_probs, live_probs = scores.softmax(-1).to(q.dtype).split([n, a], dim=-1)
-        out = (frozen_probs.reshape(b, groups, -1, n) @ values).view(b, heads, rows, d) \
+        frozen_probs = frozen_probs.reshape(b, groups, -1, n)
+        frozen = _FrozenMix.apply(frozen_probs, values) if graph_only else frozen_probs @ values
+        out = frozen.view(b, heads, rows, d) \
             + (live_probs.reshape(b, groups, heads // groups, copies, a, a) @ v_copies).view(b, heads, rows, d)
         return out.transpose(1, 2).reshape(b, rows, -1)
 
@@ -255,7 +262,8 @@ class TransformerDenoiser(Denoiser):
             # The frozen slots of the live rows are hidden; their fresh keys/values stand in.
             # Attention written out sums in another order than SDPA: logits agree with the full
             # forward to rounding (tests: 1e-12 in float64), not bit for bit.
-            out = self._attend_live(q, k_frozen, v_frozen, frozen_bias, k, v, live_bias, copies)
+            out = self._attend_live(q, k_frozen, v_frozen, frozen_bias, k, v, live_bias, copies,
+                                    graph_only=kept is not None)
             h = h + linear(out, attn.o_proj, given("o"))
             x = _rms_norm(layer.post_attention_layernorm, h)
             act = mlp.act_fn(linear(x, mlp.gate_proj, given("gate"))) * linear(x, mlp.up_proj, given("up"))
@@ -280,9 +288,10 @@ class TransformerDenoiser(Denoiser):
         the live rows' own (written out, ``_attend_live``, or through the fused kernel over
         one key tensor with the fresh keys scattered in when many rows are live), so
         gradient reaches a live row only through live queries. The step therefore costs one
-        forward, the live queries' attention a second time and the backward; the accounting
-        charges one forward plus the live rows' backward, so that attention is the part it
-        does not see (results/bench/boe_profile.md). The live logits (with autograd)
+        forward, the live queries' scores and softmax a second time (their product with the
+        frozen values runs only in the backward, ``_FrozenMix``) and the backward; the
+        accounting charges one forward plus the live rows' backward, so those scores are the
+        part it does not see (results/bench/boe_profile.md). The live logits (with autograd)
         are the frozen pass's at those rows. One spare masked slot (index L) takes padding
         entries of ``live_rows``."""
         b, n = ids.shape
@@ -312,7 +321,7 @@ class TransformerDenoiser(Denoiser):
                     keys, values = spare(k_f).scatter(2, slot_a, k), spare(v_f).scatter(2, slot_a, v)
                     out = self._attend(q, keys, values, spare_bias)
                 else:
-                    out = self._attend_live(q, k_f, v_f, frozen_bias, k, v, live_bias)
+                    out = self._attend_live(q, k_f, v_f, frozen_bias, k, v, live_bias, graph_only=True)
                 h = h + _given(out, given["o"], attn.o_proj)
                 x = _rms_norm(layer.post_attention_layernorm, h)
                 act = mlp.act_fn(_given(x, given["gate"], mlp.gate_proj)) * _given(x, given["up"], mlp.up_proj)
@@ -392,6 +401,24 @@ class _Given(torch.autograd.Function):
         # otherwise go to bmm with the weight expanded over the batch.
         flat = grad.reshape(-1, grad.shape[-1]) @ weight
         return flat.view(*grad.shape[:-1], weight.shape[1]), None, None
+
+
+class _FrozenMix(torch.autograd.Function):
+    """P @ V over the frozen values V (no gradient) for a caller that needs only its graph:
+    the live rows' attention output goes to ``o_proj`` as ``_given``'s input, whose value is
+    never read, since the frozen pass computed ``o_proj``'s output there already. Forward
+    returns zeros of the product's shape (its value is not the product: never read it);
+    backward is the product's input gradient, grad V^T."""
+
+    @staticmethod
+    def forward(ctx, probs: Tensor, values: Tensor) -> Tensor:
+        ctx.save_for_backward(values)
+        return probs.new_zeros(*probs.shape[:-1], values.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (values,) = ctx.saved_tensors
+        return grad @ values.transpose(-1, -2), None
 
 
 def _given(x: Tensor, value: Tensor, linear) -> Tensor:
