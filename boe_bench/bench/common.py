@@ -171,7 +171,7 @@ class _Turns:
     def __init__(self, run: Callable[[Callable[[], None]], object]):
         self.run, self.go, self.back = run, threading.Event(), threading.Event()
         self.steps: list[float] = []
-        self.wall = 0.0
+        self.wall = self.mark = self.wall_mark = 0.0  # totals; where the current slice began
         self.value, self.error, self.done = None, None, False
         self.thread = threading.Thread(target=self._main, daemon=True)
 

@@ -39,7 +39,8 @@ GPU_TARGET = 1.10  # the default at batch >= 8
 GAP_LIMIT = 0.05
 FIELDS = ["machine", "load_avg", "batch", "shape", "dtype", "clock", "variant", "rows", "rho", "repeats",
           "seconds_median", "seconds_min", "seconds_max", "wall_median_s", "ratio_median", "ratio_min", "ratio_max",
-          "ratio_spread", "wall_ratio_median", "flag", "ratio_floor", "interleave", "nfe", "cost_fwd_equiv", "accounted_ratio", "gap", "note"]
+          "ratio_spread", "wall_ratio_median", "flag", "ratio_floor", "interleave", "nfe", "cost_fwd_equiv",
+          "accounted_ratio", "gap", "note"]
 
 
 def variants(readings: list[str], rhos: list[float], dense: bool) -> dict[str, dict]:
@@ -137,8 +138,9 @@ def summary(rows: list[dict]) -> str:
              "LLaDA-shaped, 4 layers, d=256, MLP 1024, vocab 4096, float32. GPU: LLaDA-8B shape, bf16.", ""]
     for group in dict.fromkeys(key(r) for r in rows):
         mine = [r for r in rows if key(r) == group]
-        lines += [f"## {group[0]}, batch {group[1]} ({mine[0].get('clock', '')}, interleaved by "
-                  f"{mine[0].get('interleave') or 'decode'}, load average {mine[0].get('load_avg', '')})",
+        interleave = mine[0].get("interleave") or "decode"  # rows from before the column: whole decodes
+        lines += [f"## {group[0]}, batch {group[1]} ({mine[0].get('clock', '')}, interleaved by {interleave}, "
+                  f"load average {mine[0].get('load_avg', '')})",
                   "", "| variant | seconds (median / min / max) | wall s | ratio (median, spread) | wall ratio "
                   "| floor | accounted | gap | NFE | cost |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in mine:
