@@ -185,7 +185,7 @@ def targets(rows: list[dict], gpu: bool) -> list[str]:
                    + (f"; not: {', '.join(bad)}" if bad else ""))
     for reading in sorted({k[0] for k in by}):
         mine = sorted((r for r in rows if r["rows"] == reading), key=lambda r: float(r["rho"]))
-        if len(mine) < 2:
+        if len({float(r["rho"]) for r in mine}) < 2:  # one rho (e.g. an A/B of two code versions)
             continue
         costs = [float(r["cost_fwd_equiv"]) for r in mine]
         measured = [float(r["ratio_median"]) for r in mine]

@@ -43,9 +43,9 @@ backward), so its cost rises with rho only through how many steps rank. The numb
   +-0.05 on the shared VM). Timed step by step side by side (``lockstep``), on the VM's later
   Intel host: ``masked`` 1.18 / 1.21 / 1.22, ``candidates`` 1.07 / 1.12 / 1.27, and a second
   run at rho 0.25 1.21 and 1.11. With the frozen values' product out of ``masked``'s forward
-  (``_FrozenMix``), old and new side by side read ``masked`` 1.18 -> 1.16 and ``candidates``
-  1.07 -> 1.10 (no measurable change; repeats spread 15%), and the new code alone 1.14 and
-  1.09 (results/bench/boe_decode.md). At
+  (``_FrozenMix``), old and new side by side read ``masked`` 1.19 -> 1.18 and ``candidates``
+  1.13 -> 1.11 (about 1% or less, within the noise), and the new code alone 1.14 and 1.09
+  (results/bench/boe_decode.md). At
   blocks of 32 ``candidates`` is the cheaper reading at rho <= 0.25 and the one whose cost
   follows rho.
 - Text model (``text_mdm``, d1's Sudoku, first 128 puzzles, blocks of 32, two tokens per
