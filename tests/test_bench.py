@@ -123,7 +123,7 @@ def test_decode_rows_carry_machine_load_and_accounted_ratio(tmp_path):
     from boe_bench.bench.decode import FIELDS, measure, summary
 
     args = Namespace(device="cpu", threads=1, shape="test", gen=32, prompt=40, readings="masked", rhos="0.25,0.5",
-                     dense=False, machine=None, batch="1", repeats=3, note="")
+                     dense=False, machine=None, batch="1", repeats=3, note="", autograd_twin=False)
     rows = measure(args)
     assert [r["variant"] for r in rows] == ["confidence", "boe_masked_rho0.25", "boe_masked_rho0.50"]
     assert all(r["machine"] and r["load_avg"] and r["repeats"] == 3 and set(FIELDS) >= set(r) for r in rows)
@@ -133,6 +133,24 @@ def test_decode_rows_carry_machine_load_and_accounted_ratio(tmp_path):
     assert rows[1]["accounted_ratio"] > 1.0  # the live-row backward is counted
     text = summary(rows)
     assert "measured within 0.05 of accounted" in text and "rows: masked, rho 0.25 < 0.5" in text
+
+
+def test_decode_autograd_twin_decodes_the_same_job_beside_and_is_not_held_to_targets():
+    """``--autograd-twin``: each BoE variant also decodes on a twin model whose live blocks use
+    autograd instead of the hand-written backward; the twin does the same accounted work (same
+    NFE and cost: the two implementations choose the same tokens) and its rows stay out of the
+    target lines."""
+    from boe_bench.bench.decode import measure, targets
+
+    args = Namespace(device="cpu", threads=1, shape="test", gen=32, prompt=40, readings="masked", rhos="0.25",
+                     dense=False, machine=None, batch="1", repeats=1, note="", autograd_twin=True)
+    rows = {r["variant"]: r for r in measure(args)}
+    assert list(rows) == ["confidence", "boe_masked_rho0.25", "boe_masked_rho0.25_autograd"]
+    mine, twin = rows["boe_masked_rho0.25"], rows["boe_masked_rho0.25_autograd"]
+    assert (mine["nfe"], mine["cost_fwd_equiv"]) == (twin["nfe"], twin["cost_fwd_equiv"])
+    lines = targets(list(rows.values()), gpu=False)
+    assert any("rows: masked" in line for line in lines) and "autograd" not in " ".join(lines)
+    assert "1 of 1 variants" in " ".join(lines) or "0 of 1 variants" in " ".join(lines)
 
 
 def test_reference_loop_rewrite_writes_what_our_confidence_decode_writes():

@@ -122,12 +122,11 @@ def test_one_pass_forward_equals_full_forward_plus_live_recompute(model64, fused
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 @pytest.mark.parametrize("fused", [True, False])
 def test_given_linear_outputs_leave_boe_tokens_unchanged(arch, fused, monkeypatch):
-    """``forward_live`` gives the live-row graph its linear maps' outputs from the frozen pass
-    instead of computing them again, and leaves the frozen values' product out of the written-
-    out attention's value (``_FrozenMix``: o_proj's input is never read); in float32 (the
-    benchmarks' dtype), on both attention routes, a BoE decode writes the same tokens, with
-    the same TIS to rounding, as when the graph computes every linear map and product itself
-    (the implementation before)."""
+    """``forward_live`` gives the live rows' blocks their linear maps' outputs from the frozen
+    pass instead of computing them again, and (written-out route) runs each block's backward
+    by hand (``_LiveLayer``); in float32 (the benchmarks' dtype), on both attention routes, a
+    BoE decode writes the same tokens, with the same TIS to rounding, as when autograd's
+    graph computes every linear map and product itself."""
     from boe_bench.models import transformer
 
     model = build_tiny(arch, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, seed=11, dtype="float32")
@@ -140,7 +139,7 @@ def test_given_linear_outputs_leave_boe_tokens_unchanged(arch, fused, monkeypatc
     given = decode()
     with monkeypatch.context() as patch:
         patch.setattr(transformer, "_given", lambda x, value, linear: linear(x))
-        patch.setattr(transformer._FrozenMix, "apply", staticmethod(lambda probs, values: probs @ values))
+        patch.setattr(model, "BACKWARD_BY_HAND", False)
         computed = decode()
     assert torch.equal(given.tokens, computed.tokens)
     assert_same_tis(given, computed, rel=1e-4, abs=1e-7)
@@ -209,6 +208,44 @@ def test_kept_rows_in_bf16_follow_the_float32_computation(arch, monkeypatch):
     kept, computed = error(tis("bfloat16", keep)), error(tis("bfloat16", None))
     assert reference.abs().max() > 0 and error(tis("float32", keep)) < 1e-5
     assert kept < 0.05 and kept <= 2 * computed + 0.005
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_backward_by_hand_in_bf16_follows_the_float32_computation(arch, monkeypatch):
+    """``forward_live``'s hand-written block backward (``_LiveLayer``), in bf16, the dtype users
+    run: its live-row gradients are as close to the same weights' float32 gradients as those
+    of autograd's graph in bf16; in float32 the two agree to rounding; and it did run."""
+    from boe_bench.models import transformer
+
+    models = {dtype: build_tiny(arch, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, seed=9, dtype=dtype)
+              for dtype in ("bfloat16", "float32")}
+    for low, high in zip(models["bfloat16"].hf.parameters(), models["float32"].hf.parameters()):
+        high.data.copy_(low.float())  # the same weights, computed in float32
+    model = models["float32"]
+    prompt = model.tokenizer("Question: 12+30?\nAnswer:")["input_ids"]
+    ids = torch.tensor([prompt + [model.mask_id] * 8, [model.pad_id] * 3 + prompt[3:] + [model.mask_id] * 8])
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, :3] = 0
+    length = ids.shape[1]
+    rows = torch.tensor([[length - 8, length - 5, length - 2, length - 1], [length - 7, length - 3, length - 1, length]])
+    runs = []
+    real = transformer._LiveLayer.backward
+    monkeypatch.setattr(transformer._LiveLayer, "backward", staticmethod(lambda ctx, g: runs.append(1) or real(ctx, g)))
+
+    def grads(dtype, by_hand):
+        model = models[dtype]
+        monkeypatch.setattr(model, "BACKWARD_BY_HAND", by_hand)
+        _, live, leaf = model.forward_live(ids, attention_mask, rows)
+        objective = (entropy(live.float()) * (rows < length)).sum()
+        return torch.autograd.grad(objective, leaf)[0].float()[rows < length]
+
+    reference = grads("float32", False)
+    assert not runs
+    error = lambda t: float((t - reference).norm() / reference.norm())  # noqa: E731
+    assert reference.abs().max() > 0 and error(grads("float32", True)) < 1e-5
+    by_hand, autograd = error(grads("bfloat16", True)), error(grads("bfloat16", False))
+    assert len(runs) == 2 * 2  # two blocks, in the float32 and bf16 runs by hand
+    assert by_hand < 0.05 and by_hand <= 2 * autograd + 0.005
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

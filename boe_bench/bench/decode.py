@@ -43,11 +43,19 @@ FIELDS = ["machine", "load_avg", "batch", "shape", "dtype", "clock", "variant", 
           "accounted_ratio", "gap", "note"]
 
 
-def variants(readings: list[str], rhos: list[float], dense: bool) -> dict[str, dict]:
+# Variants decoded on a twin model whose live blocks build their graph with autograd
+# (``TransformerDenoiser.BACKWARD_BY_HAND = False``): the implementation before the
+# hand-written backward, side by side with it (``--autograd-twin``). Not held to the targets.
+TWIN = "_autograd"
+
+
+def variants(readings: list[str], rhos: list[float], dense: bool, twin: bool = False) -> dict[str, dict]:
     out = {"confidence": dict(name="confidence")}
     for rows in readings:
         for rho in rhos:
             out[f"boe_{rows}_rho{rho:.2f}"] = dict(name="boe", rows=rows, rho=rho)
+            if twin:
+                out[f"boe_{rows}_rho{rho:.2f}{TWIN}"] = dict(name="boe", rows=rows, rho=rho)
     if dense:
         out["boe_all_rho0.25"] = dict(name="boe", rows="all", rho=0.25)
     return out
@@ -77,7 +85,12 @@ def measure(args) -> list[dict]:
     if args.gen % BLOCK:
         raise BenchError(f"--gen must be a multiple of the block ({BLOCK}), got {args.gen}")
     model = random_model(shape, args.device, dtype)
-    specs = variants(args.readings.split(","), [float(r) for r in args.rhos.split(",")], args.dense)
+    specs = variants(args.readings.split(","), [float(r) for r in args.rhos.split(",")], args.dense,
+                     args.autograd_twin)
+    twin = None
+    if args.autograd_twin:
+        twin = random_model(shape, args.device, dtype)  # the same seed: the same weights
+        twin.BACKWARD_BY_HAND = False
     unknown = set(args.readings.split(",")) - {"masked", "candidates", "all"}
     if unknown:
         raise BenchError(f"unknown --readings {', '.join(sorted(unknown))}; choose from masked, candidates, all")
@@ -88,7 +101,8 @@ def measure(args) -> list[dict]:
         # Random ids below the special tokens' range stand in for the 5-shot prompt's text.
         prompts = [torch.randint(0, model.vocab_size - 1, (args.prompt,), generator=generator).tolist()
                    for _ in range(batch)]
-        decodes = {label: decode_fn(model, spec, prompts, args.gen) for label, spec in specs.items()}
+        decodes = {label: decode_fn(twin if label.endswith(TWIN) else model, spec, prompts, args.gen)
+                   for label, spec in specs.items()}
         loads = []
 
         def progress(repeat, label, reading):
@@ -165,6 +179,7 @@ def summary(rows: list[dict]) -> str:
 
 def targets(rows: list[dict], gpu: bool) -> list[str]:
     """The targets for this (machine, batch), met or missed and by how much."""
+    rows = [r for r in rows if not r["variant"].endswith(TWIN)]
     by = {(r["rows"], float(r["rho"])): r for r in rows if r["rows"]}
     out = []
     for (reading, rho), limit in TARGETS.items():
@@ -205,6 +220,9 @@ def main() -> None:
     parser.add_argument("--readings", default=",".join(READINGS), help="BoE rows readings to time")
     parser.add_argument("--rhos", default="0.10,0.25,0.50")
     parser.add_argument("--dense", action="store_true", help="also time rows: all (the dense backward) at rho 0.25")
+    parser.add_argument("--autograd-twin", action="store_true",
+                        help="also decode every BoE variant on a twin model whose live blocks use autograd "
+                             "(the implementation before the hand-written backward), side by side")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--prompt", type=int, default=PROMPT, help="prompt tokens (smoke tests only)")
     parser.add_argument("--gen", type=int, default=GEN, help="generated tokens = steps (smoke tests only)")

@@ -169,42 +169,85 @@ class TransformerDenoiser(Denoiser):
                                            zip(("q", "k", "v", "o", "gate", "up", "down"), (*raw, o, gate, up, down))}
         return h + down, k, v, taken
 
-    def _attend_live(self, q: Tensor, keys: Tensor, values: Tensor, frozen_bias: Tensor, k: Tensor,
-                     v: Tensor, live_bias: Tensor, copies: int = 1, graph_only: bool = False) -> Tensor:
-        """Live queries q [B, H, C*A, D] over two key sets at once, one softmax across both:
-        the frozen keys/values [B, H_kv, L, D] (no gradient; ``frozen_bias`` hides padding and
-        the live rows' own slots) and the live rows' fresh ones k, v [B, H_kv, C*A, D]
-        (``live_bias`` [B, 1, 1, A] hides padding entries), where the C ``copies`` of the A live
-        rows (``live_forward_copies``) each see only their own copy's fresh keys. Written out
-        rather than through SDPA: the frozen keys never get a gradient buffer, so the backward
-        costs O(C A L d) per layer and never touches an [L, d] tensor, which a fused kernel's
-        backward zero-fills for dK/dV on every call (what dominated a few-row backward on the
-        CPU); and every copy's queries meet the frozen keys in one matmul, without copying
-        them. Scores and softmax in at least float32. Returns the heads merged [B, C*A, H*D],
-        before ``o_proj``. ``graph_only``: the caller needs the output's graph but not its value
-        (``o_proj`` is ``_given`` its output), so the product with the frozen values, half of
-        the forward's matmul work here, is left out of the returned value (``_FrozenMix``) and
-        only its backward runs."""
+    def _live_probs(self, q: Tensor, keys: Tensor, frozen_bias: Tensor, k: Tensor, live_bias: Tensor,
+                    copies: int) -> Tensor:
+        """Attention probabilities [B, H, C*A, L + A] (in at least float32) of live queries q
+        [B, H, C*A, D] over two key sets at once, one softmax across both: the frozen keys
+        [B, H_kv, L, D] (``frozen_bias`` hides padding and the live rows' own slots) and the
+        live rows' fresh keys k [B, H_kv, C*A, D] (``live_bias`` [B, 1, 1, A] hides padding
+        entries), where each of the C ``copies`` of the A live rows sees only its own copy's
+        fresh keys. Every copy's queries meet the frozen keys in one matmul, without copying
+        them; without autograd, each part is scaled, biased and written into its slice of one
+        buffer (no concatenation pass over the scores)."""
         b, heads, rows, d = q.shape
-        groups, a = self.n_kv_heads, rows // copies
-        compute = torch.promote_types(q.dtype, torch.float32)
+        groups, a, n = self.n_kv_heads, rows // copies, keys.shape[2]
         scale = d ** -0.5
         qg = q.reshape(b, groups, heads // groups * rows, d)
         q_copies = q.reshape(b, groups, heads // groups, copies, a, d)
-        k_copies, v_copies = k.reshape(b, groups, 1, copies, a, d), v.reshape(b, groups, 1, copies, a, d)
-        # bias + scale * scores as one operator (one pass over the scores each way, not two).
-        scores = torch.cat([torch.add(frozen_bias, (qg @ keys.transpose(-1, -2)).view(b, heads, rows, -1).to(compute),
-                                      alpha=scale),
-                            torch.add(live_bias, (q_copies @ k_copies.transpose(-1, -2)).view(b, heads, rows, a)
-                                      .to(compute), alpha=scale)], dim=-1)
-        n = keys.shape[2]
+        k_copies = k.reshape(b, groups, 1, copies, a, d)
+        parts = ((frozen_bias, (qg @ keys.transpose(-1, -2)).view(b, heads, rows, n)),
+                 (live_bias, (q_copies @ k_copies.transpose(-1, -2)).view(b, heads, rows, a)))
+        if torch.is_grad_enabled():  # with autograd (out= is not differentiable)
+            scores = torch.cat([torch.add(bias, part, alpha=scale) for bias, part in parts], dim=-1)
+        else:
+            scores = torch.empty(b, heads, rows, n + a, dtype=torch.promote_types(q.dtype, torch.float32),
+                                 device=q.device)
+            for (bias, part), out in zip(parts, scores.split([n, a], dim=-1)):
+                torch.add(bias, part, alpha=scale, out=out)
+        return scores.softmax(-1)
+
+    def _attend_live(self, q: Tensor, keys: Tensor, values: Tensor, frozen_bias: Tensor, k: Tensor,
+                     v: Tensor, live_bias: Tensor, copies: int = 1) -> Tensor:
+        """Live queries' attention (``_live_probs``) over the frozen values [B, H_kv, L, D] and
+        the fresh ones v [B, H_kv, C*A, D], heads merged [B, C*A, H*D] (before ``o_proj``).
+        Written out rather than through SDPA: the frozen keys never get a gradient buffer, so
+        the backward costs O(C A L d) per layer and never touches an [L, d] tensor, which a
+        fused kernel's backward zero-fills for dK/dV on every call. Products in the model's
+        dtype, as the fused kernel's."""
+        b, heads, rows, d = q.shape
+        groups, a, n = self.n_kv_heads, rows // copies, keys.shape[2]
+        probs = self._live_probs(q, keys, frozen_bias, k, live_bias, copies).to(q.dtype)
         # split, not two slices: a slice's backward zero-fills a gradient as large as probs.
-        frozen_probs, live_probs = scores.softmax(-1).to(q.dtype).split([n, a], dim=-1)
-        frozen_probs = frozen_probs.reshape(b, groups, -1, n)
-        frozen = _FrozenMix.apply(frozen_probs, values) if graph_only else frozen_probs @ values
-        out = frozen.view(b, heads, rows, d) \
+        frozen_probs, live_probs = probs.split([n, a], dim=-1)
+        v_copies = v.reshape(b, groups, 1, copies, a, d)
+        out = (frozen_probs.reshape(b, groups, -1, n) @ values).view(b, heads, rows, d) \
             + (live_probs.reshape(b, groups, heads // groups, copies, a, a) @ v_copies).view(b, heads, rows, d)
         return out.transpose(1, 2).reshape(b, rows, -1)
+
+    def _attend_live_backward(self, grad: Tensor, q: Tensor, keys: Tensor, values: Tensor, frozen_bias: Tensor,
+                              k: Tensor, v: Tensor, live_bias: Tensor, copies: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``_attend_live``'s input gradients (dq [B, H, C*A, D], dk and dv [B, H_kv, C*A, D])
+        from ``grad`` [B, C*A, H*D], its output's gradient. With P the probabilities and S the
+        scaled scores: dP = grad V^T over both value sets, dS = P * (dP - rowsum(dP * P)) (the
+        softmax's backward), dq = scale dS K, and the fresh keys and values, which only their
+        own copy's queries see, get scale dS^T q and P^T grad (summed over the query heads
+        that share them). The probabilities are computed again here: the forward never needs
+        them, since its value comes from the frozen pass. The copies' queries and keys hold
+        the same values (``_LiveLayer``'s are given, repeated over the copies), so P is the
+        same for every copy: it is computed over the first copy's rows only."""
+        b, heads, rows, d = q.shape
+        groups, a, n = self.n_kv_heads, rows // copies, keys.shape[2]
+        per_group = heads // groups
+        scale = d ** -0.5
+        probs = self._live_probs(q[:, :, :a], keys, frozen_bias, k[:, :, :a], live_bias, 1)
+        if copies > 1:
+            probs = probs[:, :, None].expand(b, heads, copies, a, n + a).reshape(b, heads, rows, n + a)
+        p = probs.to(q.dtype)
+        g = grad.view(b, rows, heads, d).transpose(1, 2)
+        g_copies = g.reshape(b, groups, per_group, copies, a, d)
+        v_copies, k_copies = v.reshape(b, groups, 1, copies, a, d), k.reshape(b, groups, 1, copies, a, d)
+        d_probs = torch.cat([(g.reshape(b, groups, per_group * rows, d) @ values.transpose(-1, -2))
+                             .view(b, heads, rows, n),
+                             (g_copies @ v_copies.transpose(-1, -2)).view(b, heads, rows, a)], dim=-1)
+        d_scores = torch._softmax_backward_data(d_probs.to(probs.dtype), probs, -1, probs.dtype).to(q.dtype)
+        d_frozen, d_live = d_scores.split([n, a], dim=-1)
+        d_live = d_live.reshape(b, groups, per_group, copies, a, a)
+        q_copies = q.reshape(b, groups, per_group, copies, a, d)
+        dq = (d_frozen.reshape(b, groups, per_group * rows, n) @ keys).view(b, heads, rows, d) \
+            + (d_live @ k_copies).view(b, heads, rows, d)
+        dk = (d_live.transpose(-1, -2) @ q_copies).sum(2).view(b, groups, rows, d)
+        dv = (p[..., n:].reshape(b, groups, per_group, copies, a, a).transpose(-1, -2) @ g_copies).sum(2)
+        return dq * scale, dk * scale, dv.view(b, groups, rows, d)
 
     def _live_biases(self, key_mask: Tensor, live_rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(valid [B, A], frozen-key bias [B, 1, 1, L], live-key bias [B, 1, 1, A]) in float32;
@@ -236,7 +279,9 @@ class TransformerDenoiser(Denoiser):
         activation and attention run over every copy, as their backward needs. When the state
         kept the live rows at these embeddings (``KeptRows``), the linear maps do not run at
         all: the step's forward already computed them there, and on the CPU a few-row matmul
-        costs what reading its weight does (about 4 ms of a 2-row pass on ``cpu-bench``)."""
+        costs what reading its weight does (about 4 ms of a 2-row pass on ``cpu-bench``); then
+        every value of a block is known, and each block is one ``_LiveLayer`` node whose
+        backward is written by hand, as in ``forward_live``."""
         length = state.key_mask.shape[1]
         a = live_embeds.shape[1] // copies
         _, frozen_bias, live_bias = self._live_biases(state.key_mask, live_rows)
@@ -254,6 +299,10 @@ class TransformerDenoiser(Denoiser):
 
         h = live_embeds
         for i, (layer, k_frozen, v_frozen) in enumerate(zip(self.hf.model.layers, state.keys, state.values)):
+            if kept is not None and self._by_hand():
+                given = {name: _rows(t, kept).repeat(1, copies, 1) for name, t in state.kept.values[i].items()}
+                h = _LiveLayer.apply(h, self, layer, given, (k_frozen, v_frozen, frozen_bias, live_bias, cos, sin, copies))
+                continue
             attn, mlp = layer.self_attn, layer.mlp
             given = (lambda name: None) if kept is None else (lambda name: _rows(state.kept.values[i][name], kept))
             x = _rms_norm(layer.input_layernorm, h)
@@ -262,14 +311,23 @@ class TransformerDenoiser(Denoiser):
             # The frozen slots of the live rows are hidden; their fresh keys/values stand in.
             # Attention written out sums in another order than SDPA: logits agree with the full
             # forward to rounding (tests: 1e-12 in float64), not bit for bit.
-            out = self._attend_live(q, k_frozen, v_frozen, frozen_bias, k, v, live_bias, copies,
-                                    graph_only=kept is not None)
+            out = self._attend_live(q, k_frozen, v_frozen, frozen_bias, k, v, live_bias, copies)
             h = h + linear(out, attn.o_proj, given("o"))
             x = _rms_norm(layer.post_attention_layernorm, h)
             act = mlp.act_fn(linear(x, mlp.gate_proj, given("gate"))) * linear(x, mlp.up_proj, given("up"))
             h = h + linear(act, mlp.down_proj, given("down"))
         head = None if kept is None else _rows(state.kept.head, kept)
         return linear(_rms_norm(self.hf.model.norm, h), self.hf.lm_head, head)
+
+    # A block whose every value at the live rows the frozen pass computed gets its backward
+    # written by hand (``_LiveLayer``); False builds its graph with autograd instead, the
+    # reference the tests compare the hand-written backward with.
+    BACKWARD_BY_HAND = True
+
+    def _by_hand(self) -> bool:
+        """Whether ``_LiveLayer`` runs the blocks: their activation is SiLU (LLaDA's, Dream's),
+        the one whose derivative it writes out."""
+        return self.BACKWARD_BY_HAND and getattr(self.hf.config, "hidden_act", None) == "silu"
 
     # Above this many live rows per canvas row (1/fraction), live queries attend through the
     # fused kernel over one key tensor with the live keys scattered in (``forward_live``).
@@ -280,20 +338,22 @@ class TransformerDenoiser(Denoiser):
         forward's block over all L rows without autograd (``_layer``, the very computation of
         ``forward_rows``), so the position logits returned are bit-identical to ``forward`` at
         every row, live or not, in every dtype and on both attention routes. The live rows'
-        graph is built beside it without computing their rows a second time: each of a
-        block's linear maps (and the LM head) is ``_given`` the frozen pass's output at the
-        live rows and only contributes its input gradient (grad W) to the backward; the
-        norms, rotary, activation and the live queries' attention run with autograd over the
-        live rows. Those queries attend over the frozen keys/values of every other row and
-        the live rows' own (written out, ``_attend_live``, or through the fused kernel over
-        one key tensor with the fresh keys scattered in when many rows are live), so
-        gradient reaches a live row only through live queries. The step therefore costs one
-        forward, the live queries' scores and softmax a second time (their product with the
-        frozen values runs only in the backward, ``_FrozenMix``) and the backward; the
-        accounting charges one forward plus the live rows' backward, so those scores are the
-        part it does not see (results/bench/boe_profile.md). The live logits (with autograd)
-        are the frozen pass's at those rows. One spare masked slot (index L) takes padding
-        entries of ``live_rows``."""
+        graph is built beside it without computing their rows a second time, from the frozen
+        pass's outputs of each block's linear maps (and the LM head) at the live rows. With few
+        live rows each block is one node whose backward is written by hand (``_LiveLayer``):
+        its forward only adds the residual branches, and its backward computes the live
+        queries' attention probabilities, the one piece nothing had computed, then the
+        block's input gradient. With many live rows (``DENSE_LIVE_FRACTION``) the norms,
+        rotary, activation and the live queries' attention (the fused kernel over one key
+        tensor with the fresh keys scattered in) run with autograd over the live rows, and
+        each linear map is ``_given`` its output, contributing only grad W to the backward.
+        Either way the live queries attend over the frozen keys/values of every other row and
+        the live rows' own, so gradient reaches a live row only through live queries. The step
+        therefore costs one forward, the live queries' scores and softmax a second time, and
+        the backward; the accounting charges one forward plus the live rows' backward, so
+        those scores are the part it does not see (results/bench/boe_profile.md). The live
+        logits (with autograd) are the frozen pass's at those rows. One spare masked slot
+        (index L) takes padding entries of ``live_rows``."""
         b, n = ids.shape
         embeds = self.embed(ids).detach()
         key_mask, positions, bias = canvas_masks(embeds, attention_mask, self.pads_take_positions)
@@ -314,6 +374,9 @@ class TransformerDenoiser(Denoiser):
                 attn, mlp = layer.self_attn, layer.mlp
                 with torch.no_grad():
                     h_all, k_f, v_f, given = self._layer(layer, h_all, cos, sin, bias, take)
+                if not dense_live and self._by_hand():
+                    h = _LiveLayer.apply(h, self, layer, given, (k_f, v_f, frozen_bias, live_bias, cos_a, sin_a, 1))
+                    continue
                 x = _rms_norm(layer.input_layernorm, h)
                 q, k, v = self._heads(_given(x, given["q"], attn.q_proj), _given(x, given["k"], attn.k_proj),
                                       _given(x, given["v"], attn.v_proj), cos_a, sin_a)
@@ -321,7 +384,7 @@ class TransformerDenoiser(Denoiser):
                     keys, values = spare(k_f).scatter(2, slot_a, k), spare(v_f).scatter(2, slot_a, v)
                     out = self._attend(q, keys, values, spare_bias)
                 else:
-                    out = self._attend_live(q, k_f, v_f, frozen_bias, k, v, live_bias, graph_only=True)
+                    out = self._attend_live(q, k_f, v_f, frozen_bias, k, v, live_bias)
                 h = h + _given(out, given["o"], attn.o_proj)
                 x = _rms_norm(layer.post_attention_layernorm, h)
                 act = mlp.act_fn(_given(x, given["gate"], mlp.gate_proj)) * _given(x, given["up"], mlp.up_proj)
@@ -383,6 +446,14 @@ def _rows(t: Tensor, take: Tensor) -> Tensor:
     return t.reshape(-1, t.shape[-1]).index_select(0, take).view(t.shape[0], -1, t.shape[-1])
 
 
+def _input_grad(grad: Tensor, linear) -> Tensor:
+    """grad W: the input gradient of y = x W^T + b. As one [rows, out] @ [out, in] matmul: a
+    batched grad (often not contiguous) would otherwise go to bmm with the weight expanded
+    over the batch."""
+    flat = grad.reshape(-1, grad.shape[-1]) @ linear.weight
+    return flat.view(*grad.shape[:-1], linear.weight.shape[1])
+
+
 class _Given(torch.autograd.Function):
     """y = x W^T + b whose value was computed elsewhere (the frozen pass, at the same rows):
     forward returns ``value`` as it is, backward the input gradient grad W. The weights
@@ -390,39 +461,84 @@ class _Given(torch.autograd.Function):
     backward, and its forward is not paid twice."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, value: Tensor, weight: Tensor) -> Tensor:
-        ctx.save_for_backward(weight)
+    def forward(ctx, x: Tensor, value: Tensor, linear) -> Tensor:
+        ctx.linear = linear
         return value
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (weight,) = ctx.saved_tensors
-        # As one [rows, out] @ [out, in] matmul: a batched grad (often not contiguous) would
-        # otherwise go to bmm with the weight expanded over the batch.
-        flat = grad.reshape(-1, grad.shape[-1]) @ weight
-        return flat.view(*grad.shape[:-1], weight.shape[1]), None, None
+        return _input_grad(grad, ctx.linear), None, None
 
 
-class _FrozenMix(torch.autograd.Function):
-    """P @ V over the frozen values V (no gradient) for a caller that needs only its graph:
-    the live rows' attention output goes to ``o_proj`` as ``_given``'s input, whose value is
-    never read, since the frozen pass computed ``o_proj``'s output there already. Forward
-    returns zeros of the product's shape (its value is not the product: never read it);
-    backward is the product's input gradient, grad V^T."""
+def _rms_norm_backward(norm, x: Tensor, grad: Tensor) -> Tensor:
+    """``_rms_norm``'s input gradient at x for the output gradient ``grad``. With r =
+    (mean(x^2) + eps)^(-1/2) and g = grad * weight, d(x r)/dx applied to g is
+    r (g - x r^2 mean(g x)); in the same dtypes as the forward (statistics in at least float32)."""
+    compute = torch.promote_types(x.dtype, torch.float32)
+    h = x.to(compute)
+    inv = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    g = (grad * norm.weight).to(compute)
+    return (inv * (g - h * (inv.square() * (g * h).mean(-1, keepdim=True)))).to(x.dtype)
+
+
+def _rotary_backward(grad: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """``_apply_rotary``'s input gradient: the rotation's transpose, grad cos + rot^T(grad sin),
+    where rot(h) = (-h2, h1) has transpose rot^T(u) = (u2, -u1)."""
+    g = grad.to(cos.dtype)
+    first, second = (g * sin).split(g.shape[-1] // 2, dim=-1)
+    return (g * cos + torch.cat((second, -first), dim=-1)).to(grad.dtype)
+
+
+class _LiveLayer(torch.autograd.Function):
+    """One block over live rows h [B, C*A, d] (C copies of A rows, laid copy by copy) where the
+    frozen pass computed every value of the block at those rows: ``given`` holds the outputs
+    of its seven linear maps there (``_layer``'s ``taken``, repeated over the copies). The
+    forward only adds the two residual branches, h + o + down, as ``_layer`` does (bit for
+    bit); the backward is the block's input gradient written out: the MLP's (SiLU gate times
+    up), the second norm's, the live queries' attention's (``_attend_live_backward``, which
+    computes their probabilities, the one piece of the forward that nothing had computed),
+    the rotary's and the first norm's, with every linear map's input gradient grad W.
+
+    Why by hand: a graph built with autograd would run the block's norms, rotary, activation
+    and attention over the live rows in the forward, although their values are never read
+    (the frozen pass has them), and on the CPU it paid about 8 ms of a 126 ms forward at
+    L = 1028, |M| = 64 for those ops and their bookkeeping (``results/bench/boe_profile.md``).
+    Here the graph is one node per block and only the backward computes. The tests compare
+    it with the autograd graph (``BACKWARD_BY_HAND = False``) in float64 and with float32 in
+    bf16."""
 
     @staticmethod
-    def forward(ctx, probs: Tensor, values: Tensor) -> Tensor:
-        ctx.save_for_backward(values)
-        return probs.new_zeros(*probs.shape[:-1], values.shape[-1])
+    def forward(ctx, h: Tensor, model, layer, given: dict, frozen: tuple) -> Tensor:
+        mid = h + given["o"]
+        ctx.save_for_backward(h, mid)
+        ctx.model, ctx.layer, ctx.given, ctx.frozen = model, layer, given, frozen
+        return mid + given["down"]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (values,) = ctx.saved_tensors
-        return grad @ values.transpose(-1, -2), None
+        h, mid = ctx.saved_tensors
+        model, layer, given = ctx.model, ctx.layer, ctx.given
+        keys, values, frozen_bias, live_bias, cos, sin, copies = ctx.frozen
+        attn, mlp = layer.self_attn, layer.mlp
+        gate, up = given["gate"], given["up"]
+        d_act = _input_grad(grad, mlp.down_proj)
+        d_x = _input_grad(torch.ops.aten.silu_backward(d_act * up, gate), mlp.gate_proj) \
+            + _input_grad(d_act * mlp.act_fn(gate), mlp.up_proj)
+        d_mid = grad + _rms_norm_backward(layer.post_attention_layernorm, mid, d_x)
+        q, k, v = model._heads(given["q"], given["k"], given["v"], cos, sin)
+        dq, dk, dv = model._attend_live_backward(_input_grad(d_mid, attn.o_proj), q, keys, values, frozen_bias,
+                                                 k, v, live_bias, copies)
+
+        def merged(t: Tensor) -> Tensor:  # [B, heads, rows, D] -> [B, rows, heads * D]
+            return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1)
+
+        d_x = _input_grad(merged(_rotary_backward(dq, cos, sin)), attn.q_proj) \
+            + _input_grad(merged(_rotary_backward(dk, cos, sin)), attn.k_proj) + _input_grad(merged(dv), attn.v_proj)
+        return d_mid + _rms_norm_backward(layer.input_layernorm, h, d_x), None, None, None, None
 
 
 def _given(x: Tensor, value: Tensor, linear) -> Tensor:
-    return _Given.apply(x, value, linear.weight)
+    return _Given.apply(x, value, linear)
 
 
 def make_bidirectional(hf_model) -> None:
