@@ -14,6 +14,7 @@ CPU the floor ratio (every step's fastest repeat, ``floor_ratio``), the accounte
     python -m boe_bench.bench.decode --out results/bench/boe_decode.csv # the committed table
     python -m boe_bench.bench.decode --device cuda --batch 1,8,32 --out $OUT/decode_gpu.csv
     python -m boe_bench.bench.decode --merge decode_gpu.csv --out results/bench/boe_decode.csv
+    python -m boe_bench.bench.decode --rhos 0.25 --autograd-twin        # A/B: hand-written backward vs autograd
 
 Rows of this run's (machine, batch) replace earlier ones in the CSV; the markdown beside it
 is rebuilt from the whole CSV.

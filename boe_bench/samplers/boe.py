@@ -42,12 +42,13 @@ backward), so its cost rises with rho only through how many steps rank. The numb
   ``masked`` 1.21 / 1.12 and ``candidates`` 1.13 / 1.10 / 1.08 (run-to-run drift about
   +-0.05 on the shared VM). Timed step by step side by side (``lockstep``), on the VM's later
   Intel host: ``masked`` 1.18 / 1.21 / 1.22, ``candidates`` 1.07 / 1.12 / 1.27, and a second
-  run at rho 0.25 1.21 and 1.11. With the frozen values' product out of ``masked``'s forward
-  (``_FrozenMix``), old and new side by side read ``masked`` 1.19 -> 1.18 and ``candidates``
-  1.13 -> 1.11 (about 1% or less, within the noise), and the new code alone 1.14 and 1.09
-  (results/bench/boe_decode.md). At
-  blocks of 32 ``candidates`` is the cheaper reading at rho <= 0.25 and the one whose cost
-  follows rho.
+  run at rho 0.25 1.21 and 1.11. Since the live blocks' backward is written by hand
+  (``_LiveLayer``, models/transformer.py): ``masked`` 1.06 / 1.08 / 1.13, ``candidates``
+  1.02 / 1.05 / 1.14, and a second run at rho 0.25 1.10 and 1.05; side by side with the
+  autograd graph ``masked`` read 1.20 -> 1.16 (results/bench/boe_decode.md). Both readings'
+  measured cost now rises with rho, ``masked``'s through how many steps rank. At blocks of 32
+  ``candidates`` is the cheaper reading at rho <= 0.25 and the one whose cost follows rho as
+  Table 5's does.
 - Text model (``text_mdm``, d1's Sudoku, first 128 puzzles, blocks of 32, two tokens per
   step), rho 0.10 / 0.25 / 0.50: solved 28 / 28 / 29 (L = 128) and 30 / 30 / 27 (L = 256)
   with ``masked``, 28 / 28 / 27 and 30 / 30 / 26 with ``candidates``; at rho <= 0.25 the two
