@@ -131,8 +131,12 @@ def test_decode_rows_carry_machine_load_and_accounted_ratio(tmp_path):
     # On a CPU the decodes ran side by side, step by step (one slice per step and one after).
     assert all(r["interleave"] == "step" and r["ratio_floor"] > 0 for r in rows) and rows[0]["ratio_floor"] == 1.0
     assert rows[1]["accounted_ratio"] > 1.0  # the live-row backward is counted
+    assert all((r["prompt"], r["gen"]) == (40, 32) for r in rows)
     text = summary(rows)
     assert "measured within 0.05 of accounted" in text and "rows: masked, rho 0.25 < 0.5" in text
+    # Another job than the GSM8K shape is named in its heading and not held to the speed targets.
+    assert "batch 1, prompt 40, L=32 (" in text and "- target" not in text
+    assert "- target BoE (rows: masked, rho 0.25)" in summary([dict(r, prompt="", gen="") for r in rows])
 
 
 def test_decode_autograd_twin_decodes_the_same_job_beside_and_is_not_held_to_targets():

@@ -211,14 +211,24 @@ def test_kept_rows_in_bf16_follow_the_float32_computation(arch, monkeypatch):
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_backward_by_hand_in_bf16_follows_the_float32_computation(arch, monkeypatch):
+@pytest.mark.parametrize("fused", [False, True])
+def test_backward_by_hand_in_bf16_follows_the_float32_computation(arch, fused, monkeypatch):
     """``forward_live``'s hand-written block backward (``_LiveLayer``), in bf16, the dtype users
-    run: its live-row gradients are as close to the same weights' float32 gradients as those
-    of autograd's graph in bf16; in float32 the two agree to rounding; and it did run."""
+    run, with the live queries' attention backward written out or (many live rows) the fused
+    kernel's own: its live-row gradients are as close to the same weights' float32 gradients
+    as those of autograd's graph in bf16; in float32 the two agree to rounding; and it did run."""
     from boe_bench.models import transformer
 
     models = {dtype: build_tiny(arch, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, seed=9, dtype=dtype)
               for dtype in ("bfloat16", "float32")}
+    attention = {}
+    for name in ("_attend_fused_backward", "_attend_live_backward"):
+        real_attention = getattr(transformer.TransformerDenoiser, name)
+        monkeypatch.setattr(transformer.TransformerDenoiser, name,
+                            lambda self, *a, _real=real_attention, _name=name, **k:
+                            attention.setdefault(_name, []).append(1) or _real(self, *a, **k))
+    for each in models.values():
+        monkeypatch.setattr(each, "DENSE_LIVE_FRACTION", 1e9 if fused else 1e-9)
     for low, high in zip(models["bfloat16"].hf.parameters(), models["float32"].hf.parameters()):
         high.data.copy_(low.float())  # the same weights, computed in float32
     model = models["float32"]
@@ -245,6 +255,7 @@ def test_backward_by_hand_in_bf16_follows_the_float32_computation(arch, monkeypa
     assert reference.abs().max() > 0 and error(grads("float32", True)) < 1e-5
     by_hand, autograd = error(grads("bfloat16", True)), error(grads("bfloat16", False))
     assert len(runs) == 2 * 2  # two blocks, in the float32 and bf16 runs by hand
+    assert list(attention) == ["_attend_fused_backward" if fused else "_attend_live_backward"]
     assert by_hand < 0.05 and by_hand <= 2 * autograd + 0.005
 
 

@@ -8,10 +8,12 @@ a test checks that this loop equals the stock class's own forward under a bidire
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend
 
 from boe_bench.models.base import Denoiser, FrozenState, canvas_masks, checked_padding, padding_bias
 
@@ -149,25 +151,49 @@ class TransformerDenoiser(Denoiser):
             rows, state = self.forward_rows(self.embed(ids), attention_mask, time, capture=True, keep_rows=keep_rows)
         return self.rows_to_positions(rows), state
 
-    def _layer(self, layer, h: Tensor, cos: Tensor, sin: Tensor, bias: Tensor,
-               take: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, dict | None]:
+    def _layer(self, layer, h: Tensor, cos: Tensor, sin: Tensor, bias: Tensor, take: Tensor | None = None,
+               keep_attention: bool = False) -> tuple[Tensor, Tensor, Tensor, dict | None]:
         """One block over every row of the canvas: (output, its keys, its values, taken). The
         full forward and ``forward_live``'s frozen pass both run this, so they agree bit for
         bit. ``take`` (flat row indices [B*A], see ``_rows``) also returns the outputs of the
         block's seven linear maps at those rows (``taken``), the values ``forward_live``'s
-        live-row graph is given instead of computing them again."""
+        live-row graph is given instead of computing them again. ``keep_attention`` (only
+        where ``_fused_keeps_lse``) runs the very kernel SDPA picks, CPU flash attention,
+        itself, and also keeps, at those rows, its output before ``o_proj`` ("attn") and the
+        log-sum-exp of each query's scores ("lse" [B, A, H]): what the kernel's backward
+        needs in place of the probabilities."""
         attn, mlp = layer.self_attn, layer.mlp
         x = _rms_norm(layer.input_layernorm, h)
         raw = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
         q, k, v = self._heads(*raw, cos, sin)
-        o = attn.o_proj(self._attend(q, k, v, bias))
+        if keep_attention:
+            heads, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False,
+                                                                                   attn_mask=bias)
+            heads = heads.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
+        else:
+            heads = self._attend(q, k, v, bias)
+        o = attn.o_proj(heads)
         h = h + o
         x = _rms_norm(layer.post_attention_layernorm, h)
         gate, up = mlp.gate_proj(x), mlp.up_proj(x)
         down = mlp.down_proj(mlp.act_fn(gate) * up)
         taken = None if take is None else {name: _rows(t, take) for name, t in
                                            zip(("q", "k", "v", "o", "gate", "up", "down"), (*raw, o, gate, up, down))}
+        if keep_attention and take is not None:
+            taken["attn"], taken["lse"] = _rows(heads, take), _rows(lse.transpose(1, 2), take)
         return h + down, k, v, taken
+
+    def _fused_keeps_lse(self, h: Tensor, bias: Tensor) -> bool:
+        """Whether SDPA runs CPU flash attention on these inputs, whose log-sum-exp
+        ``_layer(keep_attention=True)`` can keep (the only fused kernel whose backward
+        ``_attend_fused_backward`` calls)."""
+        if h.device.type != "cpu":
+            return False
+        b, n, _ = h.shape
+        q = h.new_empty(b, self.n_heads, n, self.head_dim)
+        kv = h.new_empty(b, self.n_kv_heads, n, self.head_dim)
+        choice = torch._fused_sdp_choice(q, kv, kv, attn_mask=bias, enable_gqa=self.n_kv_heads != self.n_heads)
+        return choice == SDPBackend.FLASH_ATTENTION.value
 
     def _live_probs(self, q: Tensor, keys: Tensor, frozen_bias: Tensor, k: Tensor, live_bias: Tensor,
                     copies: int) -> Tensor:
@@ -214,8 +240,9 @@ class TransformerDenoiser(Denoiser):
             + (live_probs.reshape(b, groups, heads // groups, copies, a, a) @ v_copies).view(b, heads, rows, d)
         return out.transpose(1, 2).reshape(b, rows, -1)
 
-    def _attend_live_backward(self, grad: Tensor, q: Tensor, keys: Tensor, values: Tensor, frozen_bias: Tensor,
-                              k: Tensor, v: Tensor, live_bias: Tensor, copies: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _attend_live_backward(self, grad: Tensor, q: Tensor, k: Tensor, v: Tensor, given: dict | None = None, *,
+                              keys: Tensor, values: Tensor, frozen_bias: Tensor, live_bias: Tensor,
+                              copies: int) -> tuple[Tensor, Tensor, Tensor]:
         """``_attend_live``'s input gradients (dq [B, H, C*A, D], dk and dv [B, H_kv, C*A, D])
         from ``grad`` [B, C*A, H*D], its output's gradient. With P the probabilities and S the
         scaled scores: dP = grad V^T over both value sets, dS = P * (dP - rowsum(dP * P)) (the
@@ -248,6 +275,29 @@ class TransformerDenoiser(Denoiser):
         dk = (d_live.transpose(-1, -2) @ q_copies).sum(2).view(b, groups, rows, d)
         dv = (p[..., n:].reshape(b, groups, per_group, copies, a, a).transpose(-1, -2) @ g_copies).sum(2)
         return dq * scale, dk * scale, dv.view(b, groups, rows, d)
+
+    def _attend_fused_backward(self, grad: Tensor, q: Tensor, k: Tensor, v: Tensor, given: dict, *, keys: Tensor,
+                               values: Tensor, bias: Tensor, slots: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The live queries' attention's input gradients (dq [B, H, A, D], dk and dv [B, H_kv,
+        A, D]) from ``grad`` [B, A, H*D], through CPU flash attention's own backward, for the
+        route with many live rows: the frozen pass ran that kernel over every query and kept,
+        at the live rows, its output and each query's log-sum-exp (``_layer``), which the
+        kernel's backward takes in place of the probabilities. The live rows' fresh keys and
+        values equal the frozen ones at their ``slots`` ([B, H_kv, A, D] indices into L), so
+        they are read there: ``keys``/``values`` [B, H_kv, L, D] are the frozen pass's, and
+        the gradient of every key and value comes back, of which the live slots' is kept.
+        Padding entries (not ``valid``, [B, A]) stand at a clamped slot of a real row: their
+        output gradient is zeroed before the kernel and their dk/dv after it, so nothing
+        flows through them. The kernel recomputes the scores, as any fused backward does;
+        nothing runs the forward's attention a second time."""
+        b, a = valid.shape
+        keep = valid[:, :, None].to(grad.dtype)
+        g = (grad * keep).view(b, a, self.n_heads, self.head_dim).transpose(1, 2)
+        out = given["attn"].view(b, a, self.n_heads, self.head_dim).transpose(1, 2)
+        dq, d_keys, d_values = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            g, q, keys, values, out, given["lse"].transpose(1, 2), 0.0, False, attn_mask=bias)
+        keep = keep[:, None]  # [B, 1, A, 1]
+        return dq, d_keys.gather(2, slots) * keep, d_values.gather(2, slots) * keep
 
     def _live_biases(self, key_mask: Tensor, live_rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(valid [B, A], frozen-key bias [B, 1, 1, L], live-key bias [B, 1, 1, A]) in float32;
@@ -301,7 +351,9 @@ class TransformerDenoiser(Denoiser):
         for i, (layer, k_frozen, v_frozen) in enumerate(zip(self.hf.model.layers, state.keys, state.values)):
             if kept is not None and self._by_hand():
                 given = {name: _rows(t, kept).repeat(1, copies, 1) for name, t in state.kept.values[i].items()}
-                h = _LiveLayer.apply(h, self, layer, given, (k_frozen, v_frozen, frozen_bias, live_bias, cos, sin, copies))
+                grad = partial(self._attend_live_backward, keys=k_frozen, values=v_frozen, frozen_bias=frozen_bias,
+                               live_bias=live_bias, copies=copies)
+                h = _LiveLayer.apply(h, self, layer, given, (cos, sin), grad)
                 continue
             attn, mlp = layer.self_attn, layer.mlp
             given = (lambda name: None) if kept is None else (lambda name: _rows(state.kept.values[i][name], kept))
@@ -329,8 +381,11 @@ class TransformerDenoiser(Denoiser):
         the one whose derivative it writes out."""
         return self.BACKWARD_BY_HAND and getattr(self.hf.config, "hidden_act", None) == "silu"
 
-    # Above this many live rows per canvas row (1/fraction), live queries attend through the
-    # fused kernel over one key tensor with the live keys scattered in (``forward_live``).
+    # Above this many live rows per canvas row (1/fraction), the live queries' attention goes
+    # through the fused kernel (``forward_live``): its backward from the frozen pass's
+    # log-sum-exp on the CPU, over one key tensor with the live keys scattered in under
+    # autograd elsewhere. At or below it the written-out route reads the same on the CPU
+    # (both within a few % of each other at L = 256-1028, |M| = L/4 and below).
     DENSE_LIVE_FRACTION = 4
 
     def forward_live(self, ids, attention_mask, live_rows):
@@ -339,21 +394,27 @@ class TransformerDenoiser(Denoiser):
         ``forward_rows``), so the position logits returned are bit-identical to ``forward`` at
         every row, live or not, in every dtype and on both attention routes. The live rows'
         graph is built beside it without computing their rows a second time, from the frozen
-        pass's outputs of each block's linear maps (and the LM head) at the live rows. With few
-        live rows each block is one node whose backward is written by hand (``_LiveLayer``):
-        its forward only adds the residual branches, and its backward computes the live
-        queries' attention probabilities, the one piece nothing had computed, then the
-        block's input gradient. With many live rows (``DENSE_LIVE_FRACTION``) the norms,
-        rotary, activation and the live queries' attention (the fused kernel over one key
-        tensor with the fresh keys scattered in) run with autograd over the live rows, and
-        each linear map is ``_given`` its output, contributing only grad W to the backward.
-        Either way the live queries attend over the frozen keys/values of every other row and
-        the live rows' own, so gradient reaches a live row only through live queries. The step
-        therefore costs one forward, the live queries' scores and softmax a second time, and
-        the backward; the accounting charges one forward plus the live rows' backward, so
-        those scores are the part it does not see (results/bench/boe_profile.md). The live
-        logits (with autograd) are the frozen pass's at those rows. One spare masked slot
-        (index L) takes padding entries of ``live_rows``."""
+        pass's outputs of each block's linear maps (and the LM head) at the live rows. Each
+        block is one node whose backward is written by hand (``_LiveLayer``): its forward only
+        adds the residual branches, and its backward is the block's input gradient. The live
+        queries' attention backward is, with few live rows, written out: it computes their
+        probabilities, the one piece nothing had computed, over the frozen keys and the live
+        rows' fresh ones (``_attend_live_backward``); with many (``DENSE_LIVE_FRACTION``), on
+        the CPU, the frozen pass runs SDPA's own kernel (CPU flash attention) and keeps its
+        output and log-sum-exp at the live rows, and the kernel's backward takes them
+        (``_attend_fused_backward``). Either way the live queries attend over the frozen
+        keys/values of every other row and the live rows' own, so gradient reaches a live row
+        only through live queries. The step therefore costs one forward and the live rows'
+        backward, which is what the accounting charges; the written-out route also computes
+        the live queries' scores and softmax a second time, which it does not see
+        (results/bench/boe_profile.md). Where the blocks' backward is not written out
+        (``BACKWARD_BY_HAND`` off, an activation other than SiLU) or the fused kernel keeps no
+        log-sum-exp (a GPU), autograd builds the live rows' graph: norms, rotary, activation
+        and attention run again over the live rows (with many, the fused kernel over one key
+        tensor with the fresh keys scattered in), and each linear map is ``_given`` its
+        output, contributing only grad W to the backward. The live logits (with autograd) are
+        the frozen pass's at those rows. One spare masked slot (index L) takes padding entries
+        of ``live_rows``."""
         b, n = ids.shape
         embeds = self.embed(ids).detach()
         key_mask, positions, bias = canvas_masks(embeds, attention_mask, self.pads_take_positions)
@@ -362,9 +423,10 @@ class TransformerDenoiser(Denoiser):
         take = _flat_rows(clamped, n)
         cos_a, sin_a = self._rotary(embeds, positions.gather(1, clamped))
         slot_a = live_rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)
-        _, frozen_bias, live_bias = self._live_biases(key_mask, live_rows)
+        valid, frozen_bias, live_bias = self._live_biases(key_mask, live_rows)
         dense_live = live_rows.shape[1] * self.DENSE_LIVE_FRACTION > n
-        if dense_live:
+        by_hand = self._by_hand() and (not dense_live or self._fused_keeps_lse(embeds, bias))
+        if dense_live and not by_hand:
             spare_bias = padding_bias(torch.cat([key_mask, key_mask.new_zeros(b, 1)], dim=1), embeds.dtype)
         spare = lambda t: torch.cat([t, t.new_zeros(b, t.shape[1], 1, t.shape[3])], dim=2)  # noqa: E731
         live_embeds = _rows(embeds, take).requires_grad_(True)
@@ -373,9 +435,15 @@ class TransformerDenoiser(Denoiser):
             for layer in self.hf.model.layers:
                 attn, mlp = layer.self_attn, layer.mlp
                 with torch.no_grad():
-                    h_all, k_f, v_f, given = self._layer(layer, h_all, cos, sin, bias, take)
-                if not dense_live and self._by_hand():
-                    h = _LiveLayer.apply(h, self, layer, given, (k_f, v_f, frozen_bias, live_bias, cos_a, sin_a, 1))
+                    h_all, k_f, v_f, given = self._layer(layer, h_all, cos, sin, bias, take, dense_live and by_hand)
+                if by_hand and dense_live:
+                    grad = partial(self._attend_fused_backward, keys=k_f, values=v_f, bias=bias,
+                                   slots=clamped[:, None, :, None].expand_as(slot_a), valid=valid)
+                elif by_hand:
+                    grad = partial(self._attend_live_backward, keys=k_f, values=v_f, frozen_bias=frozen_bias,
+                                   live_bias=live_bias, copies=1)
+                if by_hand:
+                    h = _LiveLayer.apply(h, self, layer, given, (cos_a, sin_a), grad)
                     continue
                 x = _rms_norm(layer.input_layernorm, h)
                 q, k, v = self._heads(_given(x, given["q"], attn.q_proj), _given(x, given["k"], attn.k_proj),
@@ -495,9 +563,11 @@ class _LiveLayer(torch.autograd.Function):
     of its seven linear maps there (``_layer``'s ``taken``, repeated over the copies). The
     forward only adds the two residual branches, h + o + down, as ``_layer`` does (bit for
     bit); the backward is the block's input gradient written out: the MLP's (SiLU gate times
-    up), the second norm's, the live queries' attention's (``_attend_live_backward``, which
-    computes their probabilities, the one piece of the forward that nothing had computed),
-    the rotary's and the first norm's, with every linear map's input gradient grad W.
+    up), the second norm's, the live queries' attention's (``attention_grad``: with few live
+    rows ``_attend_live_backward``, which computes their probabilities, the one piece of the
+    forward that nothing had computed; with many, ``_attend_fused_backward``, the fused
+    kernel's own backward from the log-sum-exp the frozen pass kept), the rotary's and the
+    first norm's, with every linear map's input gradient grad W.
 
     Why by hand: a graph built with autograd would run the block's norms, rotary, activation
     and attention over the live rows in the forward, although their values are never read
@@ -508,17 +578,17 @@ class _LiveLayer(torch.autograd.Function):
     bf16."""
 
     @staticmethod
-    def forward(ctx, h: Tensor, model, layer, given: dict, frozen: tuple) -> Tensor:
+    def forward(ctx, h: Tensor, model, layer, given: dict, rotary: tuple, attention_grad) -> Tensor:
         mid = h + given["o"]
         ctx.save_for_backward(h, mid)
-        ctx.model, ctx.layer, ctx.given, ctx.frozen = model, layer, given, frozen
+        ctx.model, ctx.layer, ctx.given, ctx.rotary, ctx.attention_grad = model, layer, given, rotary, attention_grad
         return mid + given["down"]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         h, mid = ctx.saved_tensors
         model, layer, given = ctx.model, ctx.layer, ctx.given
-        keys, values, frozen_bias, live_bias, cos, sin, copies = ctx.frozen
+        cos, sin = ctx.rotary
         attn, mlp = layer.self_attn, layer.mlp
         gate, up = given["gate"], given["up"]
         d_act = _input_grad(grad, mlp.down_proj)
@@ -526,15 +596,14 @@ class _LiveLayer(torch.autograd.Function):
             + _input_grad(d_act * mlp.act_fn(gate), mlp.up_proj)
         d_mid = grad + _rms_norm_backward(layer.post_attention_layernorm, mid, d_x)
         q, k, v = model._heads(given["q"], given["k"], given["v"], cos, sin)
-        dq, dk, dv = model._attend_live_backward(_input_grad(d_mid, attn.o_proj), q, keys, values, frozen_bias,
-                                                 k, v, live_bias, copies)
+        dq, dk, dv = ctx.attention_grad(_input_grad(d_mid, attn.o_proj), q, k, v, given)
 
         def merged(t: Tensor) -> Tensor:  # [B, heads, rows, D] -> [B, rows, heads * D]
             return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1)
 
         d_x = _input_grad(merged(_rotary_backward(dq, cos, sin)), attn.q_proj) \
             + _input_grad(merged(_rotary_backward(dk, cos, sin)), attn.k_proj) + _input_grad(merged(dv), attn.v_proj)
-        return d_mid + _rms_norm_backward(layer.input_layernorm, h, d_x), None, None, None, None
+        return d_mid + _rms_norm_backward(layer.input_layernorm, h, d_x), None, None, None, None, None
 
 
 def _given(x: Tensor, value: Tensor, linear) -> Tensor:
