@@ -275,12 +275,16 @@ def summary(rows: list[dict]) -> str:
                   "so a step costs one forward plus a backward over |M| rows, 2|M|/L of a forward by the accounting. "
                   "Prompt-heavy at L=1024, |M| = 256: accounted 1.5, which is the reading's floor and puts the 1.3 "
                   "target out of its reach whatever the implementation (generation-only, |M| ~ L, is a dense "
-                  "backward in all but name); what it pays above 1.5 is the live queries' scores and softmax, "
-                  "computed in the exact frozen pass and again in the backward (`_LiveLayer`; with many live rows, "
-                  "as generation-only, the live rows' attention runs again with autograd). `rows: candidates` recomputes the |C| = 8 candidate rows after "
-                  "the forward as |C| copies (one per leave-one-out objective) and backpropagates them once; its "
-                  "measured excess over the accounting is the per-operator cost of these passes over a few rows, "
-                  "which A.3.4's row count does not see. Where the time goes: `boe_profile.md`; whole decodes: "
+                  "backward in all but name); what it pays above 1.5 with few live rows is the live queries' "
+                  "scores and softmax, computed in the exact frozen pass and again in the backward "
+                  "(`_LiveLayer`), and a fixed per-operator cost that weighs more the shorter the window; with "
+                  "many (generation-only) the frozen pass runs the fused attention kernel and keeps its "
+                  "log-sum-exp, and the live rows' attention backward is that kernel's, so those steps cost "
+                  "their accounting. `rows: candidates` recomputes the |C| = 8 candidate rows after the forward "
+                  "as |C| copies (one per leave-one-out objective), given the forward's linear maps, with the "
+                  "copies' entropies computed once, and backpropagates them once; what it pays above the "
+                  "accounting is the per-operator cost of a pass over a few rows, which A.3.4's row count does "
+                  "not see. Where the time goes: `boe_profile.md`; whole decodes: "
                   "`boe_decode.md`.", ""]
     if any(r["shape"] == "llada-8b" for r in rows):
         lines += ["## Reading the GPU rows", "",

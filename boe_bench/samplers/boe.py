@@ -22,7 +22,8 @@ Which rows carry gradient (``rows``) and which entropies form S (``targets``):
   ``live_tis_pass``). C is chosen by the step's forward, so here the live rows are
   recomputed after it: |C|^2 rows forward and backward (charged |C| + 2|C|^2). That forward
   keeps its linear maps' outputs at the rows C can come from (``kept_rows``), and the
-  recompute is given them: it runs again only the norms, rotary, attention and activations.
+  recompute is given them, so its forward is the blocks' residual sums and the copies'
+  entropies, computed once; the backward is written by hand (``_LiveLayer``).
 - ``all``: every row live, plain autograd through the whole model (the dense reference,
   the "w/o ActiveQueryAttention" ablation).
 Live rows = C with targets outside C is the literal reading of eqs. 11 + 30 and gives
@@ -45,7 +46,10 @@ backward), so its cost rises with rho only through how many steps rank. The numb
   run at rho 0.25 1.21 and 1.11. Since the live blocks' backward is written by hand
   (``_LiveLayer``, models/transformer.py): ``masked`` 1.06 / 1.08 / 1.13, ``candidates``
   1.02 / 1.05 / 1.14, and a second run at rho 0.25 1.10 and 1.05; side by side with the
-  autograd graph ``masked`` read 1.20 -> 1.16 (results/bench/boe_decode.md). Both readings'
+  autograd graph ``masked`` read 1.20 -> 1.16 (results/bench/boe_decode.md). The latest run
+  of all variants read ``masked`` 1.15 / 1.16 / 1.17 and ``candidates`` 1.06 / 1.10 / 1.22, and
+  a second at rho 0.25 1.14 and 1.08: whole-run ratios drift by 0.05-0.08 on this host with
+  unchanged code, more than the margins to the 1.15x and 1.08x targets. Both readings'
   measured cost now rises with rho, ``masked``'s through how many steps rank. At blocks of 32
   ``candidates`` is the cheaper reading at rho <= 0.25 and the one whose cost follows rho as
   Table 5's does.

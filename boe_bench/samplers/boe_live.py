@@ -50,7 +50,10 @@ def live_tis_pass(model: Denoiser, frozen: FrozenState, inputs: LiveInputs) -> T
     (``live_forward_copies``: copy c's fresh keys/values meet no other copy's), and one
     backward of sum_c S_c gives copy c the gradient of S_c alone; entry c's gradient is read
     from copy c. That is |A|^2 rows forward and |A|^2 rows backward (input gradients only),
-    within the |A| + 2|A|^2 the accounting charges, in one pass of plain operators. Two
+    within the |A| + 2|A|^2 the accounting charges, in one pass of plain operators; the copies
+    hold the same values, so their entropies are computed once (``_CopiesObjective``) and,
+    where the step's forward kept the live rows' linear maps, the blocks' forward over the
+    copies is only their residual sums (``_LiveLayer``). Two
     earlier forms cost more than charged on the CPU (results/bench/boe_profile.md): a Python
     loop of |A| backwards paid the per-operator cost |A| times, and one batched backward of a
     single-copy forward (``is_grads_batched``) runs every backward operator under vmap, 3x
@@ -64,10 +67,38 @@ def live_tis_pass(model: Denoiser, frozen: FrozenState, inputs: LiveInputs) -> T
     copies = inputs.weights.shape[0]
     embeds = inputs.embeds.detach().expand(copies, *inputs.embeds.shape).clone().requires_grad_(True)
     with torch.enable_grad():
-        ent = entropy(model.live_forward_copies(frozen, inputs.rows, embeds))  # [C, B, A]
-        (grads,) = torch.autograd.grad((ent * inputs.weights.to(ent.dtype)).sum(), embeds)
+        logits = model.live_forward_copies(frozen, inputs.rows, embeds)  # [C, B, A, V]
+        (grads,) = torch.autograd.grad(_CopiesObjective.apply(logits, inputs.weights), embeds)
     own = grads.diagonal(dim1=0, dim2=2).permute(0, 2, 1)  # [C, B, A, d] -> [B, A, d]: copy c at entry c
     return -inner(own, inputs.delta)
+
+
+class _CopiesObjective(torch.autograd.Function):
+    """sum_c sum_a w[c, a] H(logits[c, a]) for C copies [C, B, A, V] of the same logits
+    (``live_forward_copies``), with weights w [C, B, A]. The copies hold the same values, so
+    the entropies and their gradient dH/dz = -p (log p + H) are computed once, over the first
+    copy's A rows, and copy c's logit gradient is w[c] times it: through ``entropy`` the
+    log-softmax, the entropy and their backward would run over all C*A rows of V logits, a
+    cost the accounting does not charge (about a tenth of a step at L = 256, |C| = 8, on
+    ``cpu-bench``). Forbidden tokens (p = 0) add nothing to the value or the gradient, as in
+    ``entropy``."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, weights: Tensor) -> Tensor:
+        log_p = logits[0].to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
+        finite = log_p.isfinite()
+        log_p = log_p.masked_fill(~finite, 0.0)
+        p = log_p.exp().masked_fill_(~finite, 0.0)
+        ent = -(p * log_p).sum(-1)  # [B, A]
+        ctx.save_for_backward(p, log_p, ent, weights)
+        ctx.dtype = logits.dtype
+        return (weights.to(ent.dtype) * ent).sum()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        p, log_p, ent, weights = ctx.saved_tensors
+        d_logits = -p * (log_p + ent[..., None])  # dH/dz over the first copy [B, A, V]
+        return ((grad * weights.to(p.dtype))[..., None] * d_logits).to(ctx.dtype), None
 
 
 def padded_frozen(frozen: FrozenState) -> FrozenState:
