@@ -164,14 +164,14 @@ def test_kept_rows_leave_the_live_pass_unchanged(arch, rows, one_pass, monkeypat
 
     monkeypatch.setattr(transformer, "_kept_entries", spy)
 
-    def decode(fraction):
+    def decode(budget):
         used.clear()
-        monkeypatch.setattr(model, "KEEP_FRACTION", fraction)
+        monkeypatch.setattr(model, "KEEP_BUDGET", budget)
         run = BoESampler(rows=rows, rho=0.5, one_pass=one_pass).generate(model, prompts, Schedule(16, 8, 8),
                                                                        trace=True)
         return run, list(used)
 
-    (kept, used_kept), (computed, used_computed) = decode(1), decode(1e9)
+    (kept, used_kept), (computed, used_computed) = decode(1e9), decode(0.0)
     assert any(used_kept) and not any(used_computed)
     assert torch.equal(kept.tokens, computed.tokens)
     assert_same_tis(kept, computed, rel=1e-9, abs=1e-15)
@@ -188,7 +188,7 @@ def test_kept_rows_in_bf16_follow_the_float32_computation(arch, monkeypatch):
     for low, high in zip(models["bfloat16"].hf.parameters(), models["float32"].hf.parameters()):
         high.data.copy_(low.float())  # the same weights, computed in float32
     for model in models.values():
-        monkeypatch.setattr(model, "KEEP_FRACTION", 1)
+        monkeypatch.setattr(model, "KEEP_BUDGET", 1e9)
     model = models["float32"]
     ids = torch.tensor([model.tokenizer("Question: 12+30?\nAnswer:")["input_ids"] + [model.mask_id] * 8])
     rows = torch.arange(ids.shape[1] - 6, ids.shape[1] - 2)[None]

@@ -430,7 +430,7 @@ def test_kept_values_stand_in_only_at_their_own_rows_and_inputs(loaded, arch, mo
     plain state; a live row it did not keep, or other embeddings (a finite difference),
     make the pass compute its own, so it still sees its inputs."""
     model = loaded[arch]
-    monkeypatch.setattr(model, "KEEP_FRACTION", 1)
+    monkeypatch.setattr(model, "KEEP_BUDGET", 1e9)
     ids = random_ids((2, 16), seed=5)
     mask = torch.ones_like(ids)
     mask[1, :3] = 0

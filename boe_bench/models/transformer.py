@@ -137,19 +137,28 @@ class TransformerDenoiser(Denoiser):
             state.kept = KeptRows(keep_rows, _rows(embeds, take).detach(), taken, _rows(logits, take).detach())
         return logits, state
 
-    # Keep values at T rows only when T * KEEP_FRACTION <= L, which bounds the copies' memory
-    # (T rows of every linear map's output and of the logits). Keeping pays wherever the live
-    # pass then runs: it skips that pass's linear maps and lets the hand-written backward
-    # (``_LiveLayer``) take the blocks. At 16 (T = 32 candidate rows kept only from L = 512)
-    # a ``candidates`` step on ``cpu-bench`` read 1.51x / 1.64x / 2.32x Confidence at L = 384 /
-    # 256 / 128; at 4, 2 or 1 alike 1.40x / 1.45x / 2.0x (accounted 1.35 / 1.53 / 2.06).
-    KEEP_FRACTION = 2
+    # Keep values at T rows only while they hold no more numbers than KEEP_BUDGET times the
+    # logits the forward returns anyway (T (sum over blocks of the seven maps' widths + V) <=
+    # KEEP_BUDGET L V): on ``cpu-bench`` T <= 0.24 L, so a block of 32 candidates is kept from
+    # L = 136; on LLaDA-8B T <= 0.08 L. Keeping pays wherever the live pass then runs: it skips
+    # that pass's linear maps and lets the hand-written backward (``_LiveLayer``) take the
+    # blocks. Kept only from L = 512 (the earlier rule), a ``candidates`` step on ``cpu-bench``
+    # read 1.51x / 1.64x Confidence at L = 384 / 256; kept, 1.40x / 1.45x (accounted 1.35 / 1.53).
+    KEEP_BUDGET = 1.0
+
+    def _kept_width(self) -> int:
+        """Numbers ``KeptRows`` holds per kept row: every block's seven linear outputs and the logits."""
+        maps = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
+        width = sum(getattr(getattr(layer, "self_attn" if name in maps[0] else "mlp"), name).out_features
+                    for layer in self.hf.model.layers for name in maps[0] + maps[1])
+        return width + self.hf.lm_head.out_features
 
     def forward_with_state(self, ids, attention_mask=None, time=None, keep_rows=None):
         """As ``Denoiser.forward_with_state``; at ``keep_rows`` it keeps what a live pass at the
-        same inputs would compute again with its linear maps (``KeptRows``), when they are few
-        enough (``KEEP_FRACTION``)."""
-        if keep_rows is None or keep_rows.shape[1] * self.KEEP_FRACTION > ids.shape[1]:
+        same inputs would compute again with its linear maps (``KeptRows``), when that is small
+        beside the logits (``KEEP_BUDGET``)."""
+        if keep_rows is None or keep_rows.shape[1] * self._kept_width() > \
+                self.KEEP_BUDGET * ids.shape[1] * self.hf.lm_head.out_features:
             return super().forward_with_state(ids, attention_mask, time)
         with torch.no_grad():
             rows, state = self.forward_rows(self.embed(ids), attention_mask, time, capture=True, keep_rows=keep_rows)
