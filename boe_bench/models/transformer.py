@@ -8,7 +8,7 @@ a test checks that this loop equals the stock class's own forward under a bidire
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 
 import torch
 import torch.nn.functional as F
@@ -146,18 +146,22 @@ class TransformerDenoiser(Denoiser):
     # read 1.51x / 1.64x Confidence at L = 384 / 256; kept, 1.40x / 1.45x (accounted 1.35 / 1.53).
     KEEP_BUDGET = 1.0
 
+    @cached_property
     def _kept_width(self) -> int:
-        """Numbers ``KeptRows`` holds per kept row: every block's seven linear outputs and the logits."""
-        maps = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
-        width = sum(getattr(getattr(layer, "self_attn" if name in maps[0] else "mlp"), name).out_features
-                    for layer in self.hf.model.layers for name in maps[0] + maps[1])
-        return width + self.hf.lm_head.out_features
+        """Numbers ``KeptRows`` holds per kept row: every block's seven linear outputs and the
+        logits (fixed by the architecture, so computed once, not on every step's forward)."""
+        width = self.hf.lm_head.out_features
+        for layer in self.hf.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            maps = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj
+            width += sum(linear.out_features for linear in maps)
+        return width
 
     def forward_with_state(self, ids, attention_mask=None, time=None, keep_rows=None):
         """As ``Denoiser.forward_with_state``; at ``keep_rows`` it keeps what a live pass at the
         same inputs would compute again with its linear maps (``KeptRows``), when that is small
         beside the logits (``KEEP_BUDGET``)."""
-        if keep_rows is None or keep_rows.shape[1] * self._kept_width() > \
+        if keep_rows is None or keep_rows.shape[1] * self._kept_width > \
                 self.KEEP_BUDGET * ids.shape[1] * self.hf.lm_head.out_features:
             return super().forward_with_state(ids, attention_mask, time)
         with torch.no_grad():
