@@ -326,31 +326,41 @@ def test_leave_one_out_candidates_match_per_candidate_naive(model64):
         assert ours[0, i].item() == pytest.approx(naive[0, i].item(), rel=1e-5, abs=1e-12)
 
 
+@pytest.mark.parametrize("copies", [0, 4])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_copies_objective_equals_entropy_over_every_copy(dtype):
-    """The leave-one-out objective computed once over the first copy has the value and the
-    per-copy logit gradients of the entropy taken over every copy, forbidden tokens (-inf)
-    included (in bf16, against the same logits in float64)."""
-    from boe_bench.samplers.boe_live import _CopiesObjective
+def test_weighted_entropy_equals_autograd_entropy(dtype, copies):
+    """``weighted_entropy`` has the value and the logit gradients of sum w H taken through
+    autograd's ``entropy``: over one set of rows (copies = 0, weights [B, A], boolean as
+    ``one_pass_tis`` gives them) and over copies of the same logits whose entropies it
+    computes once (leave-one-out), forbidden tokens (-inf) included; in bf16 against the same
+    logits in float64."""
+    from boe_bench.samplers.boe_live import weighted_entropy
 
     gen = torch.Generator().manual_seed(3)
     base = 4 * torch.randn(2, 5, 11, generator=gen, dtype=torch.float64)
     base[0, 1, 3] = base[1, 4, :5] = -math.inf
-    weights = torch.rand(4, 2, 5, generator=gen, dtype=torch.float64)
-    weights[0] = 0.0
+    if copies:
+        weights = torch.rand(copies, 2, 5, generator=gen, dtype=torch.float64)
+        weights[..., 0, 0] = 0.0
+        shape = (copies, *base.shape)
+    else:
+        weights = torch.rand(2, 5, generator=gen) > 0.3
+        weights[0, 0] = False
+        shape = base.shape
 
     def run(objective, dt):
-        logits = base.to(dt).expand(4, *base.shape).clone().requires_grad_(True)
+        logits = base.to(dt).expand(*shape).clone().requires_grad_(True)
         value = objective(logits)
         (grad,) = torch.autograd.grad(value, logits)
         return value.double(), grad.double()
 
     reference = run(lambda z: (entropy(z, torch.float64) * weights).sum(), torch.float64)
-    ours = run(lambda z: _CopiesObjective.apply(z, weights), dtype)
+    ours = run(lambda z: weighted_entropy(z, weights), dtype)
     tol = dict(rel=1e-12, abs=1e-12) if dtype == torch.float64 else dict(rel=2e-2, abs=2e-2)
     assert ours[0].item() == pytest.approx(reference[0].item(), **tol)
-    assert torch.isfinite(ours[1]).all() and ours[1][0].abs().max() == 0
-    assert ours[1][:, 1, 4, :5].abs().max() == 0
+    assert torch.isfinite(ours[1]).all() and ours[1][..., 0, 0, :].abs().max() == 0  # weight 0 there
+    assert ours[1][..., 1, 4, :5].abs().max() == 0
+    assert reference[1].abs().max() > 0
     scale = reference[1].abs().max().item()
     assert (ours[1] - reference[1]).abs().max().item() <= tol["rel"] * scale + tol["abs"]
 

@@ -88,7 +88,9 @@ from boe_bench.samplers import options
 from boe_bench.models.base import Denoiser
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import DecodeState, Sampler, entropy
-from boe_bench.samplers.boe_live import LiveInputs, LivePassGraphs, bucket_width, inner, live_tis_pass
+from boe_bench.samplers.boe_live import (
+    LiveInputs, LivePassGraphs, bucket_width, inner, live_tis_pass, weighted_entropy,
+)
 
 ROWS, DEFAULT_TARGETS = options.BOE_ROWS, options.BOE_DEFAULT_TARGETS
 __all__ = ["BoESampler", "entropy", "gated_score", "normalise_tis", "soft_write_shift"]
@@ -313,8 +315,7 @@ class BoESampler(Sampler):
         live_rows, valid, live_logits, live_embeds = live_pass
         index = live_rows.clamp(max=state.seq_len - 1)
         weights = self.prediction_mask(model, targets).gather(1, index) & valid
-        objective = (entropy(live_logits) * weights).sum()
-        (grad,) = torch.autograd.grad(objective, live_embeds)
+        (grad,) = torch.autograd.grad(weighted_entropy(live_logits, weights), live_embeds)
         tis_live = -inner(grad, delta.gather(1, index[..., None].expand(-1, -1, delta.shape[-1])))
         state.count_forward(full=0, live_rows_bwd=valid.sum(-1))
         return scatter_live(tis_live, live_rows, valid & cand.gather(1, index), cand)

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from boe_bench.models.base import Denoiser, FrozenState
-from boe_bench.samplers.base import entropy
 
 
 def inner(a: Tensor, b: Tensor) -> Tensor:
@@ -51,7 +50,7 @@ def live_tis_pass(model: Denoiser, frozen: FrozenState, inputs: LiveInputs) -> T
     backward of sum_c S_c gives copy c the gradient of S_c alone; entry c's gradient is read
     from copy c. That is |A|^2 rows forward and |A|^2 rows backward (input gradients only),
     within the |A| + 2|A|^2 the accounting charges, in one pass of plain operators; the copies
-    hold the same values, so their entropies are computed once (``_CopiesObjective``) and,
+    hold the same values, so their entropies are computed once (``weighted_entropy``) and,
     where the step's forward kept the live rows' linear maps, the blocks' forward over the
     copies is only their residual sums (``_LiveLayer``). Two
     earlier forms cost more than charged on the CPU (results/bench/boe_profile.md): a Python
@@ -61,27 +60,37 @@ def live_tis_pass(model: Denoiser, frozen: FrozenState, inputs: LiveInputs) -> T
     if not inputs.leave_one_out:
         embeds = inputs.embeds.detach().requires_grad_(True)
         with torch.enable_grad():
-            ent = entropy(model.live_forward(frozen, inputs.rows, embeds))
-            (grad,) = torch.autograd.grad((ent * inputs.weights.to(ent.dtype)).sum(), embeds)
+            objective = weighted_entropy(model.live_forward(frozen, inputs.rows, embeds), inputs.weights)
+            (grad,) = torch.autograd.grad(objective, embeds)
         return -inner(grad, inputs.delta)
     copies = inputs.weights.shape[0]
     embeds = inputs.embeds.detach().expand(copies, *inputs.embeds.shape).clone().requires_grad_(True)
     with torch.enable_grad():
         logits = model.live_forward_copies(frozen, inputs.rows, embeds)  # [C, B, A, V]
-        (grads,) = torch.autograd.grad(_CopiesObjective.apply(logits, inputs.weights), embeds)
+        (grads,) = torch.autograd.grad(weighted_entropy(logits, inputs.weights), embeds)
     own = grads.diagonal(dim1=0, dim2=2).permute(0, 2, 1)  # [C, B, A, d] -> [B, A, d]: copy c at entry c
     return -inner(own, inputs.delta)
 
 
-class _CopiesObjective(torch.autograd.Function):
-    """sum_c sum_a w[c, a] H(logits[c, a]) for C copies [C, B, A, V] of the same logits
-    (``live_forward_copies``), with weights w [C, B, A]. The copies hold the same values, so
-    the entropies and their gradient dH/dz = -p (log p + H) are computed once, over the first
-    copy's A rows, and copy c's logit gradient is w[c] times it: through ``entropy`` the
-    log-softmax, the entropy and their backward would run over all C*A rows of V logits, a
-    cost the accounting does not charge (about a tenth of a step at L = 256, |C| = 8, on
-    ``cpu-bench``). Forbidden tokens (p = 0) add nothing to the value or the gradient, as in
-    ``entropy``."""
+def weighted_entropy(logits: Tensor, weights: Tensor) -> Tensor:
+    """S = sum_a w_a H(logits_a): logits [B, A, V] with weights [B, A], or C copies of the
+    same logits [C, B, A, V] (``live_forward_copies``) with weights [C, B, A]. The value and
+    gradient of ``(entropy(logits) * weights).sum()``, the gradient written out
+    (``_WeightedEntropy``; tests: ``test_weighted_entropy_equals_autograd_entropy``)."""
+    if weights.dim() == 2:  # one copy
+        logits, weights = logits[None], weights[None]
+    return _WeightedEntropy.apply(logits, weights)
+
+
+class _WeightedEntropy(torch.autograd.Function):
+    """sum_c sum_a w[c, a] H(logits[c, a]) for C copies [C, B, A, V] holding the same values,
+    weights w [C, B, A]. The entropies and their gradient dH/dz = -p (log p + H) are computed
+    once, over the first copy's A rows, and copy c's logit gradient is w[c] times it: through
+    ``entropy`` the log-softmax, the entropy and their backward would run over all C*A rows of
+    V logits (about a tenth of a step at L = 256, |C| = 8, on ``cpu-bench``). With one copy,
+    autograd's graph of ``entropy`` makes about ten passes over the A x V logits in its
+    backward where this makes three.
+    Forbidden tokens (p = 0) add nothing to the value or the gradient, as in ``entropy``."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, weights: Tensor) -> Tensor:
