@@ -131,12 +131,41 @@ def test_decode_rows_carry_machine_load_and_accounted_ratio(tmp_path):
     # On a CPU the decodes ran side by side, step by step (one slice per step and one after).
     assert all(r["interleave"] == "step" and r["ratio_floor"] > 0 for r in rows) and rows[0]["ratio_floor"] == 1.0
     assert rows[1]["accounted_ratio"] > 1.0  # the live-row backward is counted
+    # Each BoE row splits its time above the accounting step by step; Confidence's is the baseline.
+    assert "rank_steps" not in rows[0] and all(r["rank_steps"] > 0 for r in rows[1:])
+    fields = ("fixed_per_rank_step", "backward_scale", "unaccounted_rank", "unaccounted_other")
+    assert all(math.isfinite(r[f]) for r in rows[1:] for f in fields)
     assert all((r["prompt"], r["gen"]) == (40, 32) for r in rows)
     text = summary(rows)
     assert "measured within 0.05 of accounted" in text and "rows: masked, rho 0.25 < 0.5" in text
+    assert "| boe_masked_rho0.25 | " in text.split("Step by step")[1]
     # Another job than the GSM8K shape is named in its heading and not held to the speed targets.
     assert "batch 1, prompt 40, L=32 (" in text and "- target" not in text
     assert "- target BoE (rows: masked, rho 0.25)" in summary([dict(r, prompt="", gen="") for r in rows])
+
+
+def test_step_decomposition_recovers_a_known_fixed_cost_and_scale():
+    """Per-step readings built from a known law: a ranking step costs Confidence's step times
+    1 + 0.1 + 0.5 (c - 1), a non-ranking one 5% more than Confidence's. The decomposition
+    reads the law back from each step's fastest repeat (a slower repeat is ignored) and
+    splits the time above the accounting between ranking steps and the rest."""
+    from boe_bench.bench.common import Reading
+    from boe_bench.bench.decode import Decoded, step_decomposition
+
+    costs = [1.0, 1.2, 1.4, 1.0]
+    base_steps = [0.5, 1.0, 1.0, 1.0, 1.1]  # set-up, then four steps (the last one timed with the finish)
+    mine_steps = [0.5, 1.05, 1.2, 1.3, 1.15]
+    base = [Reading(sum(base_steps), 0.0, Decoded(None, [1.0] * 4), base_steps)]
+    mine = [Reading(0.0, 0.0, Decoded(None, costs), [t * k for t in mine_steps])
+            for k in (1.0, 1.3)]
+    out = step_decomposition(mine, base * 2)
+    assert out["rank_steps"] == 2
+    assert out["fixed_per_rank_step"] == pytest.approx(0.1) and out["backward_scale"] == pytest.approx(0.5)
+    total = sum(base_steps)
+    assert out["unaccounted_rank"] == pytest.approx(round((1.2 - 1.2 + 1.3 - 1.4) / total, 4))
+    assert out["unaccounted_other"] == pytest.approx(round(0.10 / total, 4))
+    # Readings without one slice per step (whole decodes, a GPU) are not decomposed.
+    assert step_decomposition([Reading(1.0, 1.0, Decoded(None, costs))], base) == {}
 
 
 def test_decode_autograd_twin_decodes_the_same_job_beside_and_is_not_held_to_targets():

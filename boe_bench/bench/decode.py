@@ -9,7 +9,10 @@ run side by side in ``lockstep``, one step of each at a time in ABBA order; on a
 decodes are interleaved ABBA over repeats. Reported per variant: its time (median, min, max
 over repeats), its ratio to the Confidence decode of the same repeat (median, spread), on a
 CPU the floor ratio (every step's fastest repeat, ``floor_ratio``), the accounted ratio
-(cost_fwd_equiv over Confidence's) and the gap between measured and accounted.
+(cost_fwd_equiv over Confidence's) and the gap between measured and accounted, and, on a CPU,
+that gap split step by step (``step_decomposition``): what a ranking step costs whatever its
+live rows, what its live rows cost against their accounting, and how much of the gap lies
+outside the ranking steps.
 
     python -m boe_bench.bench.decode                                    # CPU -> runs/bench/boe_decode.csv
     python -m boe_bench.bench.decode --out results/bench/boe_decode.csv # the committed table
@@ -24,12 +27,14 @@ is rebuilt from the whole CSV.
 from __future__ import annotations
 
 import argparse
+import statistics
+from dataclasses import dataclass
 
 import torch
 
 from boe_bench.bench.common import (
-    SHAPES, BenchError, fail_cleanly, floor_ratio, interleaved, load_average, lockstep, machine_name, merge_csv,
-    out_path, random_model, ratio_stats, read_csv, setup_device, timed, verdict, write_results,
+    SHAPES, BenchError, Reading, fail_cleanly, floor_ratio, interleaved, load_average, lockstep, machine_name,
+    merge_csv, out_path, random_model, ratio_stats, read_csv, setup_device, timed, verdict, write_results,
 )
 from boe_bench.samplers import Schedule, build_sampler
 
@@ -43,7 +48,8 @@ GAP_LIMIT = 0.05
 FIELDS = ["machine", "load_avg", "batch", "shape", "prompt", "gen", "dtype", "clock", "variant", "rows", "rho", "repeats",
           "seconds_median", "seconds_min", "seconds_max", "wall_median_s", "ratio_median", "ratio_min", "ratio_max",
           "ratio_spread", "wall_ratio_median", "flag", "ratio_floor", "interleave", "nfe", "cost_fwd_equiv",
-          "accounted_ratio", "gap", "note"]
+          "accounted_ratio", "gap", "rank_steps", "fixed_per_rank_step", "backward_scale", "unaccounted_rank",
+          "unaccounted_other", "note"]
 
 
 # Variants decoded on a twin model whose live blocks build their graph with autograd
@@ -64,22 +70,71 @@ def variants(readings: list[str], rhos: list[float], dense: bool, twin: bool = F
     return out
 
 
+@dataclass
+class Decoded:
+    """What one decode hands the bench: the first example's accounting, and the accounted
+    cost (forward-equivalents, A.3.4) of each of its steps, in order."""
+
+    accounting: object
+    step_costs: list[float]
+
+
 def decode_fn(model, spec: dict, prompts: list[list[int]], gen: int):
     """A callable ``run(pause)`` decoding the job once, calling ``pause()`` before every step
-    (``lockstep``); returns the first example's accounting."""
+    (``lockstep``); returns a ``Decoded``."""
     sampler = build_sampler(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
     schedule = Schedule(gen_length=gen, steps=gen, block_length=BLOCK)
     step = sampler.step
 
     def run(pause):
-        def paused_step(*args, **kwargs):
+        costs = []
+
+        def paused_step(model, state, *args, **kwargs):
             pause()
-            return step(*args, **kwargs)
+            before = state.accounting[0].cost_fwd_equiv
+            out = step(model, state, *args, **kwargs)
+            costs.append(state.accounting[0].cost_fwd_equiv - before)
+            return out
 
         sampler.step = paused_step  # this instance only: the sampler's own loop calls it
-        return sampler.generate(model, prompts, schedule).accounting[0]
+        return Decoded(sampler.generate(model, prompts, schedule).accounting[0], costs)
 
     return run
+
+
+def step_decomposition(readings: list[Reading], baseline: list[Reading]) -> dict:
+    """Where a decode's time above its accounting goes, step by step (CPU ``lockstep``
+    readings; empty otherwise). For step s: r_s, its fastest repeat over Confidence's same
+    step's fastest, and c_s, its accounted cost over Confidence's (1 where the step does not
+    rank, i.e. runs no backward). Over the steps that rank (c_s > 1), the least-squares line
+    r_s - 1 = fixed + scale (c_s - 1): ``fixed_per_rank_step`` is what a ranking step costs
+    whatever its live rows (in Confidence steps; the accounting charges such a cost nothing),
+    ``backward_scale`` what one accounted forward-equivalent of live-row work costs (1 where
+    the accounting is exact). And the decode's floor ratio minus its accounted ratio, split
+    into the ranking steps' part (``unaccounted_rank``: sum of their time minus c_s times
+    Confidence's, over Confidence's decode) and the rest (``unaccounted_other``: the other
+    steps and the set-up before the first; the finish is timed with the last step); the two add up
+    to the floor ratio minus the accounted ratio weighted by Confidence's step times."""
+    costs, base_costs = readings[-1].value.step_costs, baseline[-1].value.step_costs
+    slices = {len(r.steps or ()) for r in (*readings, *baseline)}
+    if slices != {len(costs) + 1} or len(costs) != len(base_costs) or not costs:
+        return {}
+    fastest = lambda rs: [min(column) for column in zip(*(r.steps for r in rs))]  # noqa: E731
+    mine, base = fastest(readings), fastest(baseline)
+    total = sum(base)
+    ratio = [a / b for a, b in zip(mine[1:], base[1:])]
+    accounted = [c / b for c, b in zip(costs, base_costs)]
+    ranking = [i for i, c in enumerate(accounted) if c > 1 + 1e-9]
+    rank_part = sum(mine[i + 1] - accounted[i] * base[i + 1] for i in ranking)
+    out = {"rank_steps": len(ranking), "unaccounted_rank": round(rank_part / total, 4),
+           "unaccounted_other": round((sum(mine) - sum(base) - sum(mine[i + 1] - base[i + 1] for i in ranking))
+                                      / total, 4)}
+    xs, ys = [accounted[i] - 1 for i in ranking], [ratio[i] - 1 for i in ranking]
+    if len(set(xs)) > 1:
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        scale = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        out.update(fixed_per_rank_step=round(my - scale * mx, 4), backward_scale=round(scale, 4))
+    return out
 
 
 def measure(args) -> list[dict]:
@@ -120,12 +175,14 @@ def measure(args) -> list[dict]:
             readings = interleaved(runs, args.repeats, progress=progress)
         else:
             readings = lockstep(decodes, args.repeats, progress=progress)
-        base = readings["confidence"][0].value
+        base = readings["confidence"][0].value.accounting
         for label, spec in specs.items():
-            acc = readings[label][-1].value
+            acc = readings[label][-1].value.accounting
             stats = ratio_stats(readings[label], readings["confidence"])
             stats["ratio_floor"] = "" if gpu else round(floor_ratio(readings[label], readings["confidence"]), 4)
             stats["interleave"] = "decode" if gpu else "step"
+            if label != "confidence":
+                stats.update(step_decomposition(readings[label], readings["confidence"]))
             accounted = acc.cost_fwd_equiv / base.cost_fwd_equiv
             rows.append({"machine": machine, "load_avg": f"{loads[0]} .. {loads[-1]}", "batch": batch, "shape": shape,
                          "prompt": args.prompt, "gen": args.gen, "dtype": str(dtype).removeprefix("torch."), "clock": "cuda events" if gpu else "thread cpu",
@@ -171,6 +228,7 @@ def summary(rows: list[dict]) -> str:
                          f"| {float(r['wall_ratio_median']):.3f} | {floor} | {float(r['accounted_ratio']):.3f} | "
                          f"{float(r['gap']):+.3f} | {r['nfe']} | {r['cost_fwd_equiv']} |")
         lines += [""] + targets(mine, gpu=mine[0].get("clock") == "cuda events", job=group[2:] == (str(PROMPT), str(GEN)))
+        lines += decomposition(mine)
         note = next((r["note"] for r in mine if r.get("note")), "")
         if note:
             lines += ["", note]
@@ -181,6 +239,25 @@ def summary(rows: list[dict]) -> str:
                   "`python -m boe_bench.bench.decode --merge gpu.csv --out results/bench/boe_decode.csv` here. "
                   f"Target there: BoE (default) at batch >= 8 <= {GPU_TARGET}x Confidence.", ""]
     return "\n".join(lines)
+
+
+def decomposition(rows: list[dict]) -> list[str]:
+    """The per-step split of each variant's time above its accounting (``step_decomposition``),
+    for runs that recorded it."""
+    mine = [r for r in rows if r.get("rank_steps") not in (None, "")]
+    if not mine:
+        return []
+    num = lambda r, f, fmt: format(float(r[f]), fmt) if r.get(f) not in (None, "") else "-"  # noqa: E731
+    lines = ["", "Step by step (each step's fastest repeat over Confidence's same step): `fixed`, what a ranking step "
+             "costs whatever its live rows, in Confidence steps, and `scale`, what one accounted forward-equivalent "
+             "of live-row work costs, from the line through the ranking steps; floor minus accounted, split into the "
+             "ranking steps' part and the rest's.", "",
+             "| variant | ranking steps | fixed | scale | unaccounted: ranking steps / rest |", "|---|---|---|---|---|"]
+    for r in mine:
+        lines.append(f"| {r['variant']} | {r['rank_steps']} | {num(r, 'fixed_per_rank_step', '+.3f')} | "
+                     f"{num(r, 'backward_scale', '.2f')} | {num(r, 'unaccounted_rank', '+.3f')} / "
+                     f"{num(r, 'unaccounted_other', '+.3f')} |")
+    return lines
 
 
 def targets(rows: list[dict], gpu: bool, job: bool = True) -> list[str]:

@@ -36,23 +36,18 @@ has the paper's live set A_t := C_t, so its cost grows with rho as Table 5's doe
 rank at all (a step whose |C| = max(b_t, ceil(rho |M_block|)) fits the budget needs no
 backward), so its cost rises with rho only through how many steps rank. The numbers:
 - Cost, the GSM8K-shaped job (900-token prompt, L = 128, one token per step, blocks of 32,
-  thread CPU time, rho 0.10 / 0.25 / 0.50): ``masked`` 1.12 / 1.14 / 1.16x Confidence
-  (accounted 1.09 / 1.11 / 1.12), ``candidates`` 1.07 / 1.09 / 1.20x (accounted 1.01 / 1.05 /
-  1.19; Table 5: 1.06 / 1.08 / 1.15); a 5-repeat run at rho 0.25 read 1.17 and 1.13. After
-  ``candidates``' pass was given the step forward's linear maps, runs at rho 0.25 read
-  ``masked`` 1.21 / 1.12 and ``candidates`` 1.13 / 1.10 / 1.08 (run-to-run drift about
-  +-0.05 on the shared VM). Timed step by step side by side (``lockstep``), on the VM's later
-  Intel host: ``masked`` 1.18 / 1.21 / 1.22, ``candidates`` 1.07 / 1.12 / 1.27, and a second
-  run at rho 0.25 1.21 and 1.11. Since the live blocks' backward is written by hand
-  (``_LiveLayer``, models/transformer.py): ``masked`` 1.06 / 1.08 / 1.13, ``candidates``
-  1.02 / 1.05 / 1.14, and a second run at rho 0.25 1.10 and 1.05; side by side with the
-  autograd graph ``masked`` read 1.20 -> 1.16 (results/bench/boe_decode.md). The latest run
-  of all variants read ``masked`` 1.15 / 1.16 / 1.17 and ``candidates`` 1.06 / 1.10 / 1.22, and
-  a second at rho 0.25 1.14 and 1.08: whole-run ratios drift by 0.05-0.08 on this host with
-  unchanged code, more than the margins to the 1.15x and 1.08x targets. Both readings'
-  measured cost now rises with rho, ``masked``'s through how many steps rank. At blocks of 32
-  ``candidates`` is the cheaper reading at rho <= 0.25 and the one whose cost follows rho as
-  Table 5's does.
+  thread CPU time, the decodes side by side step by step), rho 0.10 / 0.25 / 0.50, latest
+  run: ``masked`` 1.14 / 1.14 / 1.15x Confidence (accounted 1.09 / 1.11 / 1.12),
+  ``candidates`` 1.05 / 1.11 / 1.21x (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 /
+  1.15). Whole-run ratios of unchanged code drift by 0.04-0.08 on the shared VM: at rho 0.25
+  ``masked`` has read 1.08-1.18 and ``candidates`` 1.05-1.14 since the live blocks' backward
+  is written by hand (results/bench/boe_decode.md keeps every run). Split step by step, the
+  time above the accounting lies in the steps that rank, at a fixed 0.04-0.10 of a
+  Confidence step each (the weight reads and operator dispatch of a backward over few rows,
+  which the row-counting accounting does not charge); the steps that do not rank cost
+  Confidence's. Both readings' measured cost rises with rho, ``masked``'s through how many
+  steps rank. At blocks of 32 ``candidates`` is the cheaper reading at rho <= 0.25 and the
+  one whose cost follows rho as Table 5's does.
 - Text model (``text_mdm``, d1's Sudoku, first 128 puzzles, blocks of 32, two tokens per
   step), rho 0.10 / 0.25 / 0.50: solved 28 / 28 / 29 (L = 128) and 30 / 30 / 27 (L = 256)
   with ``masked``, 28 / 28 / 27 and 30 / 30 / 26 with ``candidates``; at rho <= 0.25 the two
