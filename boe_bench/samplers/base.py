@@ -107,9 +107,16 @@ def entropy(logits: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
 
 def entropy_of_log_probs(log_probs: Tensor) -> Tensor:
     """``entropy`` for a caller that already holds the log-probabilities (and needs them)."""
+    p, safe = probs_and_safe_log_probs(log_probs)
+    return -(p * safe).sum(-1)
+
+
+def probs_and_safe_log_probs(log_probs: Tensor) -> tuple[Tensor, Tensor]:
+    """(p, log p with 0 where p = 0): the two factors of p log p with forbidden tokens (log p =
+    -inf) contributing 0 to it and to its gradient (see ``entropy``)."""
     finite = log_probs.isfinite()
     safe = log_probs.masked_fill(~finite, 0.0)
-    return -torch.where(finite, safe.exp() * safe, 0.0).sum(-1)
+    return safe.exp().masked_fill(~finite, 0.0), safe
 
 
 class StopCriterion:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from boe_bench.models.base import Denoiser, FrozenState
+from boe_bench.samplers.base import probs_and_safe_log_probs
 
 
 def inner(a: Tensor, b: Tensor) -> Tensor:
@@ -90,14 +91,13 @@ class _WeightedEntropy(torch.autograd.Function):
     V logits (about a tenth of a step at L = 256, |C| = 8, on ``cpu-bench``). With one copy,
     autograd's graph of ``entropy`` makes about ten passes over the A x V logits in its
     backward where this makes three.
-    Forbidden tokens (p = 0) add nothing to the value or the gradient, as in ``entropy``."""
+    Forbidden tokens (p = 0) add nothing to the value or the gradient, as in ``entropy``
+    (the same ``probs_and_safe_log_probs``)."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, weights: Tensor) -> Tensor:
-        log_p = logits[0].to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
-        finite = log_p.isfinite()
-        log_p = log_p.masked_fill(~finite, 0.0)
-        p = log_p.exp().masked_fill_(~finite, 0.0)
+        p, log_p = probs_and_safe_log_probs(
+            logits[0].to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1))
         ent = -(p * log_p).sum(-1)  # [B, A]
         ctx.save_for_backward(p, log_p, ent, weights)
         ctx.dtype = logits.dtype
