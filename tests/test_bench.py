@@ -123,7 +123,7 @@ def test_decode_rows_carry_machine_load_and_accounted_ratio(tmp_path):
     from boe_bench.bench.decode import FIELDS, measure, summary
 
     args = Namespace(device="cpu", threads=1, shape="test", gen=32, prompt=40, readings="masked", rhos="0.25,0.5",
-                     dense=False, machine=None, batch="1", repeats=3, note="", autograd_twin=False)
+                     dense=False, machine=None, batch="1", repeats=3, note="", autograd_twin=False, memory_load=0)
     rows = measure(args)
     assert [r["variant"] for r in rows] == ["confidence", "boe_masked_rho0.25", "boe_masked_rho0.50"]
     assert all(r["machine"] and r["load_avg"] and r["repeats"] == 3 and set(FIELDS) >= set(r) for r in rows)
@@ -136,6 +136,9 @@ def test_decode_rows_carry_machine_load_and_accounted_ratio(tmp_path):
     fields = ("fixed_per_rank_step", "backward_scale", "unaccounted_rank", "unaccounted_other")
     assert all(math.isfinite(r[f]) for r in rows[1:] for f in fields)
     assert all((r["prompt"], r["gen"]) == (40, 32) for r in rows)
+    # The read floor is measured once per run; a decode's roofline is at least its accounting.
+    assert len({r["read_floor"] for r in rows}) == 1 and 0 < rows[0]["read_floor"] < 1
+    assert "bound" not in rows[0] and all(r["bound"] >= r["accounted_ratio"] - 1e-4 for r in rows[1:])
     text = summary(rows)
     assert "measured within 0.05 of accounted" in text and "rows: masked, rho 0.25 < 0.5" in text
     assert "| boe_masked_rho0.25 | " in text.split("Step by step")[1]
@@ -168,6 +171,41 @@ def test_step_decomposition_recovers_a_known_fixed_cost_and_scale():
     assert step_decomposition([Reading(1.0, 1.0, Decoded(None, costs))], base) == {}
 
 
+def test_roofline_charges_each_ranking_step_at_least_the_read_floor():
+    """Steps accounted above Confidence's rank: each costs the larger of its accounting and
+    one forward plus the floor; steps that do not rank keep their accounting."""
+    from boe_bench.bench.decode import roofline
+
+    base = [1.0, 1.0, 1.0, 1.0]
+    costs = [1.0, 1.01, 1.3, 1.0]  # two ranking steps: one under the floor, one above it
+    assert roofline(costs, base, 0.05) == pytest.approx((1.0 + 1.05 + 1.3 + 1.0) / 4)
+    assert roofline(costs, base, 0.0) == pytest.approx(sum(costs) / 4)
+    assert roofline(base, base, 0.5) == pytest.approx(1.0)
+
+
+def test_read_floor_times_one_rows_reads_against_a_forward():
+    """On the test shape: one row's reads cost a positive share of a forward, far below one
+    forward (they touch every weight once for one row, not L rows)."""
+    from boe_bench.bench.common import random_model, setup_device
+    from boe_bench.bench.decode import read_floor
+
+    setup_device("cpu")
+    model = random_model("test", "cpu", torch.float32)
+    out = read_floor(model, 256, 3, "cpu")
+    assert 0 < out["read_floor"] < 0.5 and out["reads_s"] < out["forward_s"]
+    assert out["read_floor_spread"] >= 0
+
+
+def test_memory_load_runs_a_process_only_inside_the_block():
+    from boe_bench.bench.common import memory_load
+
+    with memory_load(0) as none:
+        assert none is None
+    with memory_load(8) as load:
+        assert load.poll() is None  # running
+    assert load.poll() is not None  # killed and reaped on leaving
+
+
 def test_decode_autograd_twin_decodes_the_same_job_beside_and_is_not_held_to_targets():
     """``--autograd-twin``: each BoE variant also decodes on a twin model whose live blocks use
     autograd instead of the hand-written backward; the twin does the same accounted work (same
@@ -176,7 +214,7 @@ def test_decode_autograd_twin_decodes_the_same_job_beside_and_is_not_held_to_tar
     from boe_bench.bench.decode import measure, targets
 
     args = Namespace(device="cpu", threads=1, shape="test", gen=32, prompt=40, readings="masked", rhos="0.25",
-                     dense=False, machine=None, batch="1", repeats=1, note="", autograd_twin=True)
+                     dense=False, machine=None, batch="1", repeats=1, note="", autograd_twin=True, memory_load=0)
     rows = {r["variant"]: r for r in measure(args)}
     assert list(rows) == ["confidence", "boe_masked_rho0.25", "boe_masked_rho0.25_autograd"]
     mine, twin = rows["boe_masked_rho0.25"], rows["boe_masked_rho0.25_autograd"]

@@ -21,6 +21,8 @@ within a second of each other. On a shared VM a neighbour slows this thread's CP
 them unevenly: on one host, ratios spread 19-23% over 5 repeats and read 1.04 where runs side
 by side read 1.21. Side by side, repeats still spread 7-14% (spells within a decode do not
 average out), but two runs' medians agreed within 0.012 (results/bench/boe_decode.md).
+``memory_load`` makes a neighbour's memory traffic on purpose, to see how much a ratio moves
+with it (``--memory-load`` in ``bench.decode``).
 """
 from __future__ import annotations
 
@@ -28,10 +30,12 @@ import csv
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +144,29 @@ def timed(fn: Callable[[], object], device: str) -> Callable[[], Reading]:
         return Reading(primary, wall, value)
 
     return run
+
+
+@contextmanager
+def memory_load(megabytes: int):
+    """For the block's duration, a second process that copies a buffer of ``megabytes`` to
+    another and back without pause (one torch thread, so on a 2-core VM it takes the core the
+    timed thread leaves free): the memory traffic a neighbour makes on a shared host, made on
+    purpose, to measure how a cost ratio moves with it. Yields the process (None for 0: no
+    load)."""
+    if megabytes <= 0:
+        yield None
+        return
+    code = ("import sys, torch\ntorch.set_num_threads(1)\nn = int(sys.argv[1]) * 2 ** 18\n"
+            "a, b = torch.ones(n), torch.empty(n)\nwhile True:\n    b.copy_(a)\n    a.copy_(b)\n")
+    load = subprocess.Popen([sys.executable, "-c", code, str(megabytes)], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(3)  # until torch is imported and the buffers are touched
+        if load.poll() is not None:
+            raise BenchError(f"the memory load process exited with {load.returncode} (--memory-load {megabytes})")
+        yield load
+    finally:
+        load.kill()
+        load.wait()
 
 
 def abba_order(labels: list[str], repeat: int) -> list[str]:

@@ -12,7 +12,10 @@ CPU the floor ratio (every step's fastest repeat, ``floor_ratio``), the accounte
 (cost_fwd_equiv over Confidence's) and the gap between measured and accounted, and, on a CPU,
 that gap split step by step (``step_decomposition``): what a ranking step costs whatever its
 live rows, what its live rows cost against their accounting, and how much of the gap lies
-outside the ranking steps.
+outside the ranking steps; and, on a CPU, the read floor (``read_floor``: what one live row's
+input gradient must read, over a forward) and the roofline it sets (``roofline``: each
+ranking step at the larger of its accounting and one forward plus that floor), the least the
+decode could cost in any implementation on this machine.
 
     python -m boe_bench.bench.decode                                    # CPU -> runs/bench/boe_decode.csv
     python -m boe_bench.bench.decode --out results/bench/boe_decode.csv # the committed table
@@ -20,6 +23,7 @@ outside the ranking steps.
     python -m boe_bench.bench.decode --merge decode_gpu.csv --out results/bench/boe_decode.csv
     python -m boe_bench.bench.decode --rhos 0.25 --autograd-twin        # A/B: hand-written backward vs autograd
     python -m boe_bench.bench.decode --prompt 128 --gen 256             # a zero-shot-shaped job (few prompt rows)
+    python -m boe_bench.bench.decode --rhos 0.25 --memory-load 1024     # beside a neighbour's memory traffic
 
 Rows of this run's (machine, batch, prompt, gen) replace earlier ones in the CSV; the markdown beside it
 is rebuilt from the whole CSV.
@@ -34,7 +38,8 @@ import torch
 
 from boe_bench.bench.common import (
     SHAPES, BenchError, Reading, fail_cleanly, floor_ratio, interleaved, load_average, lockstep, machine_name,
-    merge_csv, out_path, random_model, ratio_stats, read_csv, setup_device, timed, verdict, write_results,
+    memory_load, merge_csv, out_path, random_model, ratio_stats, read_csv, setup_device, spread, timed, verdict,
+    write_results,
 )
 from boe_bench.samplers import Schedule, build_sampler
 
@@ -45,11 +50,12 @@ READINGS = ("candidates", "masked")
 TARGETS = {("masked", 0.25): 1.15, ("candidates", 0.25): 1.08}
 GPU_TARGET = 1.10  # the default at batch >= 8
 GAP_LIMIT = 0.05
+FLOOR_REPEATS = 15  # read_floor: one forward and one set of reads each, about a forward's time
 FIELDS = ["machine", "load_avg", "batch", "shape", "prompt", "gen", "dtype", "clock", "variant", "rows", "rho", "repeats",
           "seconds_median", "seconds_min", "seconds_max", "wall_median_s", "ratio_median", "ratio_min", "ratio_max",
           "ratio_spread", "wall_ratio_median", "flag", "ratio_floor", "interleave", "nfe", "cost_fwd_equiv",
           "accounted_ratio", "gap", "rank_steps", "fixed_per_rank_step", "backward_scale", "unaccounted_rank",
-          "unaccounted_other", "note"]
+          "unaccounted_other", "read_floor", "bound", "note"]
 
 
 # Variants decoded on a twin model whose live blocks build their graph with autograd
@@ -137,6 +143,61 @@ def step_decomposition(readings: list[Reading], baseline: list[Reading]) -> dict
     return out
 
 
+def roofline(step_costs: list[float], base_costs: list[float], floor: float) -> float:
+    """The least a decode can cost, over Confidence's accounted cost, where each ranking step
+    (accounted above Confidence's same step) costs at least the larger of its accounting and
+    one forward plus ``floor`` (``read_floor``): the reads its backward makes whatever its
+    live rows. A.3.4 counts a step's live rows, which on a CPU bounds its backward from below
+    only while they are many; with few, the reads bound it."""
+    total = sum(max(c, b * (1 + floor)) if c > b * (1 + 1e-9) else c for c, b in zip(step_costs, base_costs))
+    return total / sum(base_costs)
+
+
+def read_floor(model, length: int, repeats: int, device: str) -> dict:
+    """What one live row's input gradient must read, as a share of one forward over a canvas of
+    ``length`` rows: every weight of the blocks and the LM head once (one-row matmuls g W from
+    each map's output side) and each layer's frozen keys and values three times (the live
+    query's scores q K^T, dP = g V^T and dq = dS K), with nothing else around them. Each
+    repeat times a full forward, then these reads over the keys and values it just wrote, as
+    a ranking step's backward follows its forward. A.3.4 charges a live row 1/L of a forward
+    per pass; these reads cost more on a CPU, where one row's matmuls run at the speed of
+    memory, in any implementation, so they bound from below what a ranking step costs above
+    its accounting (``roofline``). Returns the median share, its spread over
+    repeats, and the forward's and the reads' median seconds."""
+    layers = model.hf.model.layers
+    maps = [model.hf.lm_head] + [m for layer in reversed(layers) for m in (
+        layer.mlp.down_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.self_attn.o_proj,
+        layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)]
+    dtype = model.hf.lm_head.weight.dtype
+    grads = [torch.randn(1, m.out_features, dtype=dtype, device=device) for m in maps]
+    ids = torch.randint(0, model.vocab_size - 1, (1, length), generator=torch.Generator().manual_seed(0)).to(device)
+    groups, head_dim = model.n_kv_heads, model.head_dim
+    query = torch.randn(1, groups, model.n_heads // groups, head_dim, dtype=dtype, device=device)
+    held = {}
+
+    def forward():
+        with torch.no_grad():
+            held["frozen"] = model.forward_with_state(ids)[1]
+
+    def reads():
+        with torch.no_grad():
+            for g, m in zip(grads, maps):
+                g @ m.weight
+            for k, v in zip(held["frozen"].keys, held["frozen"].values):
+                (query @ k.transpose(-1, -2)) @ k
+                query @ v.transpose(-1, -2)
+
+    forward(), reads()  # warm-up
+    times = {"forward": [], "reads": []}
+    for _ in range(repeats):
+        times["forward"].append(timed(forward, device)().seconds)
+        times["reads"].append(timed(reads, device)().seconds)
+    shares = [r / f for r, f in zip(times["reads"], times["forward"])]
+    return {"read_floor": round(statistics.median(shares), 4), "read_floor_spread": round(spread(shares), 4),
+            "forward_s": round(statistics.median(times["forward"]), 6),
+            "reads_s": round(statistics.median(times["reads"]), 6)}
+
+
 def measure(args) -> list[dict]:
     gpu, dtype = setup_device(args.device, args.threads)
     shape = args.shape or ("llada-8b" if gpu else "cpu-bench")
@@ -152,7 +213,11 @@ def measure(args) -> list[dict]:
     unknown = set(args.readings.split(",")) - {"masked", "candidates", "all"}
     if unknown:
         raise BenchError(f"unknown --readings {', '.join(sorted(unknown))}; choose from masked, candidates, all")
+    if args.memory_load and gpu:
+        raise BenchError("--memory-load is a CPU measurement (a GPU decode does not wait on host memory)")
     machine = args.machine or machine_name(args.device)
+    if args.memory_load:
+        machine += f", {args.memory_load} MB memory load on the other core"
     rows = []
     for batch in (int(b) for b in args.batch.split(",")):
         generator = torch.Generator().manual_seed(batch)
@@ -173,8 +238,11 @@ def measure(args) -> list[dict]:
         if gpu:
             runs = {label: timed(lambda run=run: run(lambda: None), args.device) for label, run in decodes.items()}
             readings = interleaved(runs, args.repeats, progress=progress)
+            floor = {}
         else:
-            readings = lockstep(decodes, args.repeats, progress=progress)
+            with memory_load(args.memory_load):
+                readings = lockstep(decodes, args.repeats, progress=progress)
+                floor = read_floor(model, args.prompt + args.gen, FLOOR_REPEATS, args.device)
         base = readings["confidence"][0].value.accounting
         for label, spec in specs.items():
             acc = readings[label][-1].value.accounting
@@ -184,12 +252,15 @@ def measure(args) -> list[dict]:
             if label != "confidence":
                 stats.update(step_decomposition(readings[label], readings["confidence"]))
             accounted = acc.cost_fwd_equiv / base.cost_fwd_equiv
+            if floor and label != "confidence":
+                decoded, baseline = readings[label][-1].value, readings["confidence"][-1].value
+                stats["bound"] = round(roofline(decoded.step_costs, baseline.step_costs, floor["read_floor"]), 4)
             rows.append({"machine": machine, "load_avg": f"{loads[0]} .. {loads[-1]}", "batch": batch, "shape": shape,
                          "prompt": args.prompt, "gen": args.gen, "dtype": str(dtype).removeprefix("torch."), "clock": "cuda events" if gpu else "thread cpu",
                          "variant": label, "rows": spec.get("rows", ""), "rho": spec.get("rho", ""), **stats,
                          "nfe": acc.nfe, "cost_fwd_equiv": round(acc.cost_fwd_equiv, 2),
                          "accounted_ratio": round(accounted, 4), "gap": round(stats["ratio_median"] - accounted, 4),
-                         "note": args.note})
+                         "read_floor": floor.get("read_floor", ""), "note": args.note})
     return rows
 
 
@@ -251,12 +322,17 @@ def decomposition(rows: list[dict]) -> list[str]:
     lines = ["", "Step by step (each step's fastest repeat over Confidence's same step): `fixed`, what a ranking step "
              "costs whatever its live rows, in Confidence steps, and `scale`, what one accounted forward-equivalent "
              "of live-row work costs, from the line through the ranking steps; floor minus accounted, split into the "
-             "ranking steps' part and the rest's.", "",
-             "| variant | ranking steps | fixed | scale | unaccounted: ranking steps / rest |", "|---|---|---|---|---|"]
+             "ranking steps' part and the rest's. `read floor`: what one live row's input gradient must read (every "
+             "weight once, each layer's frozen keys and values three times, as bare one-row matmuls), timed right "
+             "after a forward, over that forward; `bound`: the decode's ratio where each ranking step costs the larger "
+             "of its accounting and one forward plus the read floor (`roofline`).", "",
+             "| variant | ranking steps | fixed | scale | unaccounted: ranking steps / rest | read floor | bound |",
+             "|---|---|---|---|---|---|---|"]
     for r in mine:
         lines.append(f"| {r['variant']} | {r['rank_steps']} | {num(r, 'fixed_per_rank_step', '+.3f')} | "
                      f"{num(r, 'backward_scale', '.2f')} | {num(r, 'unaccounted_rank', '+.3f')} / "
-                     f"{num(r, 'unaccounted_other', '+.3f')} |")
+                     f"{num(r, 'unaccounted_other', '+.3f')} | {num(r, 'read_floor', '.3f')} | "
+                     f"{num(r, 'bound', '.3f')} |")
     return lines
 
 
@@ -276,7 +352,8 @@ def targets(rows: list[dict], gpu: bool, job: bool = True) -> list[str]:
             limit = GPU_TARGET
         out.append(f"- target BoE (rows: {reading}, rho {rho}) <= {limit} x Confidence: "
                    f"{float(r['ratio_median']):.3f} -> {verdict(float(r['ratio_median']), limit, float(r['ratio_spread']), float(r['ratio_min']), float(r['ratio_max']))}"
-                   f" (accounted {float(r['accounted_ratio']):.3f})")
+                   f" (accounted {float(r['accounted_ratio']):.3f}"
+                   + (f"; bound {float(r['bound']):.3f}" if r.get("bound") not in (None, "") else "") + ")")
     gaps = [(r["variant"], float(r["gap"])) for r in rows if r["rows"]]
     if gaps:
         bad = [f"{v} {g:+.3f}" for v, g in gaps if abs(g) > GAP_LIMIT]
@@ -313,6 +390,9 @@ def main() -> None:
                              "--gen 256: a zero-shot prompt, where most steps take the fused live route)")
     parser.add_argument("--gen", type=int, default=GEN, help="generated tokens = steps (a multiple of the block)")
     parser.add_argument("--threads", type=int, default=1, help="CPU torch threads (thread CPU time needs 1)")
+    parser.add_argument("--memory-load", type=int, default=0, metavar="MB",
+                        help="CPU: run a process copying MB megabytes back and forth beside the decodes "
+                             "(a neighbour's memory traffic, on purpose); named in the rows' machine")
     parser.add_argument("--machine", default=None, help="machine name for the rows (default: detected)")
     parser.add_argument("--note", default="", help="a sentence printed under this run's table")
     parser.add_argument("--out", default=None, help="CSV to merge into (default runs/bench/boe_decode.csv)")
