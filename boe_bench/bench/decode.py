@@ -14,8 +14,8 @@ that gap split step by step (``step_decomposition``): what a ranking step costs 
 live rows, what its live rows cost against their accounting, and how much of the gap lies
 outside the ranking steps; and, on a CPU, the read floor (``read_floor``: what one live row's
 input gradient must read, over a forward) and the roofline it sets (``roofline``: each
-ranking step at the larger of its accounting and one forward plus that floor), the least the
-decode could cost in any implementation on this machine.
+ranking step at the larger of its accounting and one forward plus that floor): what the
+decode would cost on this machine with no operator overhead.
 
     python -m boe_bench.bench.decode                                    # CPU -> runs/bench/boe_decode.csv
     python -m boe_bench.bench.decode --out results/bench/boe_decode.csv # the committed table
@@ -144,11 +144,12 @@ def step_decomposition(readings: list[Reading], baseline: list[Reading]) -> dict
 
 
 def roofline(step_costs: list[float], base_costs: list[float], floor: float) -> float:
-    """The least a decode can cost, over Confidence's accounted cost, where each ranking step
-    (accounted above Confidence's same step) costs at least the larger of its accounting and
-    one forward plus ``floor`` (``read_floor``): the reads its backward makes whatever its
-    live rows. A.3.4 counts a step's live rows, which on a CPU bounds its backward from below
-    only while they are many; with few, the reads bound it."""
+    """A decode's cost over Confidence's accounted cost if each ranking step (accounted above
+    Confidence's same step) cost only the larger of its accounting and one forward plus
+    ``floor`` (``read_floor``): the reads its backward's matmuls make whatever its live rows.
+    A.3.4 counts a step's live rows, which on a CPU bounds its backward from below only while
+    they are many; with few, the reads bound it. What a decode measures above this roofline is
+    the implementation's (operator dispatch, small operators), not the products it computes."""
     total = sum(max(c, b * (1 + floor)) if c > b * (1 + 1e-9) else c for c, b in zip(step_costs, base_costs))
     return total / sum(base_costs)
 
@@ -160,10 +161,10 @@ def read_floor(model, length: int, repeats: int, device: str) -> dict:
     query's scores q K^T, dP = g V^T and dq = dS K), with nothing else around them. Each
     repeat times a full forward, then these reads over the keys and values it just wrote, as
     a ranking step's backward follows its forward. A.3.4 charges a live row 1/L of a forward
-    per pass; these reads cost more on a CPU, where one row's matmuls run at the speed of
-    memory, in any implementation, so they bound from below what a ranking step costs above
-    its accounting (``roofline``). Returns the median share, its spread over
-    repeats, and the forward's and the reads' median seconds."""
+    per pass; on a CPU, where one row's matmuls run at the speed of memory, these reads cost
+    more, in any implementation that computes these products, so they bound from below what a
+    ranking step costs above its accounting (``roofline``). Returns the median share, its
+    spread over repeats, and the forward's and the reads' median seconds."""
     layers = model.hf.model.layers
     maps = [model.hf.lm_head] + [m for layer in reversed(layers) for m in (
         layer.mlp.down_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.self_attn.o_proj,
