@@ -111,7 +111,8 @@ def test_default_output_never_lands_in_results(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("module, args", [("step", ["--out", "cost.txt"]), ("decode", ["--device", "tpu"]),
-                                          ("decode", ["--readings", "sideways", "--shape", "test"])])
+                                          ("decode", ["--readings", "sideways", "--shape", "test"]),
+                                          ("decode", ["--memory-load", "-1", "--shape", "test"])])
 def test_bad_arguments_end_in_one_sentence_and_exit_2(tmp_path, module, args):
     done = subprocess.run([sys.executable, "-m", f"boe_bench.bench.{module}", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)

@@ -214,6 +214,8 @@ def measure(args) -> list[dict]:
     unknown = set(args.readings.split(",")) - {"masked", "candidates", "all"}
     if unknown:
         raise BenchError(f"unknown --readings {', '.join(sorted(unknown))}; choose from masked, candidates, all")
+    if args.memory_load < 0:
+        raise BenchError(f"--memory-load must be megabytes >= 0 (0: no load), got {args.memory_load}")
     if args.memory_load and gpu:
         raise BenchError("--memory-load is a CPU measurement (a GPU decode does not wait on host memory)")
     machine = args.machine or machine_name(args.device)
