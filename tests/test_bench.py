@@ -192,9 +192,10 @@ def test_read_floor_times_one_rows_reads_against_a_forward():
 
     setup_device("cpu")
     model = random_model("test", "cpu", torch.float32)
-    out = read_floor(model, 256, 3, "cpu")
-    assert 0 < out["read_floor"] < 0.5 and out["reads_s"] < out["forward_s"]
-    assert out["read_floor_spread"] >= 0
+    for batch in (1, 4):
+        out = read_floor(model, batch, 256, 3, "cpu")
+        assert 0 < out["read_floor"] < 0.5 and out["reads_s"] < out["forward_s"]
+        assert out["read_floor_spread"] >= 0
 
 
 def test_memory_load_runs_a_process_only_inside_the_block():

@@ -41,6 +41,7 @@ from boe_bench.bench.common import (
     memory_load, merge_csv, out_path, random_model, ratio_stats, read_csv, setup_device, spread, timed, verdict,
     write_results,
 )
+from boe_bench.models.transformer import block_maps
 from boe_bench.samplers import Schedule, build_sampler
 
 PROMPT, GEN, BLOCK = 900, 128, 32
@@ -154,9 +155,10 @@ def roofline(step_costs: list[float], base_costs: list[float], floor: float) -> 
     return total / sum(base_costs)
 
 
-def read_floor(model, length: int, repeats: int, device: str) -> dict:
-    """What one live row's input gradient must read, as a share of one forward over a canvas of
-    ``length`` rows: every weight of the blocks and the LM head once (one-row matmuls g W from
+def read_floor(model, batch: int, length: int, repeats: int, device: str) -> dict:
+    """What one live row's input gradient must read, as a share of one forward over ``batch``
+    canvases of ``length`` rows (one live row each, so a weight is read once for the batch):
+    every weight of the blocks and the LM head once (one-row matmuls g W from
     each map's output side) and each layer's frozen keys and values three times (the live
     query's scores q K^T, dP = g V^T and dq = dS K), with nothing else around them. Each
     repeat times a full forward, then these reads over the keys and values it just wrote, as
@@ -165,15 +167,14 @@ def read_floor(model, length: int, repeats: int, device: str) -> dict:
     more, in any implementation that computes these products, so they bound from below what a
     ranking step costs above its accounting (``roofline``). Returns the median share, its
     spread over repeats, and the forward's and the reads' median seconds."""
-    layers = model.hf.model.layers
-    maps = [model.hf.lm_head] + [m for layer in reversed(layers) for m in (
-        layer.mlp.down_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.self_attn.o_proj,
-        layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)]
+    # In the backward's order: the LM head, then the blocks from the last, each from down to q.
+    maps = [model.hf.lm_head] + [m for layer in reversed(model.hf.model.layers) for m in reversed(block_maps(layer))]
     dtype = model.hf.lm_head.weight.dtype
-    grads = [torch.randn(1, m.out_features, dtype=dtype, device=device) for m in maps]
-    ids = torch.randint(0, model.vocab_size - 1, (1, length), generator=torch.Generator().manual_seed(0)).to(device)
+    grads = [torch.randn(batch, m.out_features, dtype=dtype, device=device) for m in maps]
+    ids = torch.randint(0, model.vocab_size - 1, (batch, length), generator=torch.Generator().manual_seed(0))
+    ids = ids.to(device)
     groups, head_dim = model.n_kv_heads, model.head_dim
-    query = torch.randn(1, groups, model.n_heads // groups, head_dim, dtype=dtype, device=device)
+    query = torch.randn(batch, groups, model.n_heads // groups, head_dim, dtype=dtype, device=device)
     held = {}
 
     def forward():
@@ -245,7 +246,7 @@ def measure(args) -> list[dict]:
         else:
             with memory_load(args.memory_load):
                 readings = lockstep(decodes, args.repeats, progress=progress)
-                floor = read_floor(model, args.prompt + args.gen, FLOOR_REPEATS, args.device)
+                floor = read_floor(model, batch, args.prompt + args.gen, FLOOR_REPEATS, args.device)
         base = readings["confidence"][0].value.accounting
         for label, spec in specs.items():
             acc = readings[label][-1].value.accounting
@@ -254,10 +255,10 @@ def measure(args) -> list[dict]:
             stats["interleave"] = "decode" if gpu else "step"
             if label != "confidence":
                 stats.update(step_decomposition(readings[label], readings["confidence"]))
+                if floor:
+                    decoded, baseline = readings[label][-1].value, readings["confidence"][-1].value
+                    stats["bound"] = round(roofline(decoded.step_costs, baseline.step_costs, floor["read_floor"]), 4)
             accounted = acc.cost_fwd_equiv / base.cost_fwd_equiv
-            if floor and label != "confidence":
-                decoded, baseline = readings[label][-1].value, readings["confidence"][-1].value
-                stats["bound"] = round(roofline(decoded.step_costs, baseline.step_costs, floor["read_floor"]), 4)
             rows.append({"machine": machine, "load_avg": f"{loads[0]} .. {loads[-1]}", "batch": batch, "shape": shape,
                          "prompt": args.prompt, "gen": args.gen, "dtype": str(dtype).removeprefix("torch."), "clock": "cuda events" if gpu else "thread cpu",
                          "variant": label, "rows": spec.get("rows", ""), "rho": spec.get("rho", ""), **stats,

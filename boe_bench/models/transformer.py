@@ -150,12 +150,8 @@ class TransformerDenoiser(Denoiser):
     def _kept_width(self) -> int:
         """Numbers ``KeptRows`` holds per kept row: every block's seven linear outputs and the
         logits (fixed by the architecture, so computed once, not on every step's forward)."""
-        width = self.hf.lm_head.out_features
-        for layer in self.hf.model.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            maps = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj
-            width += sum(linear.out_features for linear in maps)
-        return width
+        return self.hf.lm_head.out_features + sum(linear.out_features for layer in self.hf.model.layers
+                                                  for linear in block_maps(layer))
 
     def forward_with_state(self, ids, attention_mask=None, time=None, keep_rows=None):
         """As ``Denoiser.forward_with_state``; at ``keep_rows`` it keeps what a live pass at the
@@ -529,6 +525,12 @@ def _rows(t: Tensor, take: Tensor) -> Tensor:
     copies; a gather with an index expanded over F would read an index as large as the rows
     (over the vocabulary for logits: 5% of a CPU step)."""
     return t.reshape(-1, t.shape[-1]).index_select(0, take).view(t.shape[0], -1, t.shape[-1])
+
+
+def block_maps(layer) -> tuple:
+    """A block's seven linear maps, in forward order: q, k, v, o, gate, up, down."""
+    attn, mlp = layer.self_attn, layer.mlp
+    return attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj
 
 
 def _input_grad(grad: Tensor, linear) -> Tensor:
