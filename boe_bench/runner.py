@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
+from boe_bench.cpu_memory import keep_freed_memory
 from boe_bench.errors import ConfigError
 from boe_bench.registry import instantiate  # noqa: F401 (also imported from here)
 from boe_bench.samplers.options import check_sampler_config
@@ -386,6 +387,7 @@ def run(cfg: DictConfig) -> dict:
     check_docs(task, docs)
     # From here on torch is imported (the sampler's module).
     sampler = instantiate(cfg.sampler, "sampler")
+    keep_freed_memory()  # no page faults from step to step on a CPU (cpu_memory)
 
     examples_path, summary_path = out_dir / shard_name(EXAMPLES, cfg), out_dir / shard_name(SUMMARY, cfg)
     existing = read_records(examples_path)

@@ -1,6 +1,7 @@
 """The cost benchmarks' method (boe_bench.bench): interleaving, spread and flags, where output
 goes, one-sentence errors, and small real runs of each entry point on a tiny random model."""
 import math
+import os
 import subprocess
 import sys
 from argparse import Namespace
@@ -258,3 +259,43 @@ def test_profile_pieces_add_up_to_the_step():
     from boe_bench.samplers.base import Sampler
 
     assert "forward_live" not in vars(model) and not hasattr(Sampler.draw, "__wrapped__")  # labels removed
+
+
+FAULTS_AFTER_WARMUP = """
+import resource, sys, torch
+torch.set_num_threads(1)
+from boe_bench.cpu_memory import keep_freed_memory
+kept = keep_freed_memory()
+def step():  # three 16 MB tensors made and freed, as a step's activations are
+    tensors = [torch.ones(4 << 20) for _ in range(3)]
+    del tensors
+for _ in range(6):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    step()
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and minor-fault counts are Linux's")
+def test_kept_freed_memory_makes_steps_of_the_same_sizes_fault_no_pages():
+    """With glibc's thresholds fixed (``cpu_memory``), a step that makes and frees the same
+    tensors as the one before reuses their memory: no page is faulted in again (with the
+    system's thresholds the heap above 32 MB free is trimmed, and such a step usually faults
+    8,000 pages). The C library must be glibc, which CI's and this image's are."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "BOE_BENCH_MALLOC"}
+    done = subprocess.run([sys.executable, "-c", FAULTS_AFTER_WARMUP], capture_output=True, text=True, env=env,
+                          timeout=120, check=True)
+    kept, faults = done.stdout.split()
+    assert kept == "True"
+    assert int(faults) < 100  # 4 steps of 12,288 pages each
+
+
+@pytest.mark.parametrize("env", [{"BOE_BENCH_MALLOC": "system"}, {"MALLOC_ARENA_MAX": "2"}])
+def test_keep_freed_memory_leaves_the_system_allocator_to_a_user_who_chose(monkeypatch, env):
+    from boe_bench import cpu_memory
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cpu_memory._apply() is False

@@ -23,6 +23,16 @@ by side read 1.21. Side by side, repeats still spread 7-14% (spells within a dec
 average out), but two runs' medians agreed within 0.012 (results/bench/boe_decode.md).
 ``memory_load`` makes a neighbour's memory traffic on purpose, to see how much a ratio moves
 with it (``--memory-load`` in ``bench.decode``).
+
+Page faults. glibc hands large freed blocks back to the kernel, so a step faulted its
+tensors' pages in again (about 8,000 per Confidence step at L = 1028), kernel time that counts
+in thread CPU time, and side by side in one process they did not fall evenly on the variants.
+``setup_device`` keeps freed memory in the process on a CPU
+(``boe_bench.cpu_memory``, as the evaluation runner does), and the rows say so in their
+machine. Six GSM8K-shaped runs each way, alternated on one day
+(results/bench/boe_decode_malloc.md): with the system's thresholds Confidence's decode took
+4-8% longer in 5 of 6 pairs and BoE's about as long, so `masked` read 1.097-1.142x
+(repeats spread 2-10%); with freed memory kept, 1.136-1.152x (spread 2-4%).
 """
 from __future__ import annotations
 
@@ -40,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from boe_bench.cpu_memory import keep_freed_memory, kept
 
 SPREAD_LIMIT = 0.10
 DEFAULT_DIR = Path("runs/bench")  # git-ignored: smoke runs never touch results/
@@ -105,6 +117,7 @@ def setup_device(device: str, threads: int = 1) -> tuple[bool, torch.dtype]:
         raise BenchError(f"--device must be cpu or cuda[:n], got {device!r}")
     if not gpu:
         torch.set_num_threads(threads)
+        keep_freed_memory()
     return gpu, torch.bfloat16 if gpu else torch.float32
 
 
@@ -318,19 +331,26 @@ def verdict(ratio: float, limit: float, ratio_spread: float, low: float | None =
     return "met" if ratio <= limit else f"MISSED by {ratio - limit:.3f}"
 
 
-def machine_name(device: str) -> str:
-    """The machine a row was measured on: the GPU's name, or the CPU model and core count."""
-    if str(device).startswith("cuda"):
-        return torch.cuda.get_device_name()
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+def machine_name(device: str, given: str | None = None) -> str:
+    """The machine a row was measured on: ``given`` (the user's name for it), else the GPU's
+    name or the CPU model and core count; on a CPU where ``setup_device`` kept freed memory
+    in the process, it says so (``cpu_memory``: a CPU row's time depends on it)."""
+    gpu = str(device).startswith("cuda")
+    if given:
+        name = given
+    elif gpu:
+        name = torch.cuda.get_device_name()
+    else:
+        name = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        name = f"{name}, {os.cpu_count()} cores"
+    return name + (", freed memory kept" if not gpu and kept() else "")
 
 
 def load_average() -> str:

@@ -219,7 +219,7 @@ def measure(args) -> list[dict]:
         raise BenchError(f"--memory-load must be megabytes >= 0 (0: no load), got {args.memory_load}")
     if args.memory_load and gpu:
         raise BenchError("--memory-load is a CPU measurement (a GPU decode does not wait on host memory)")
-    machine = args.machine or machine_name(args.device)
+    machine = machine_name(args.device, args.machine)
     if args.memory_load:
         machine += f", {args.memory_load} MB memory load on the other core"
     rows = []
