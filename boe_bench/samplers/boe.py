@@ -36,23 +36,22 @@ has the paper's live set A_t := C_t, so its cost grows with rho as Table 5's doe
 rank at all (a step whose |C| = max(b_t, ceil(rho |M_block|)) fits the budget needs no
 backward), so its cost rises with rho only through how many steps rank. The numbers:
 - Cost, the GSM8K-shaped job (900-token prompt, L = 128, one token per step, blocks of 32,
-  thread CPU time, the decodes side by side step by step), rho 0.10 / 0.25 / 0.50, latest
-  all-variant run: ``masked`` 1.13 / 1.11 / 1.14x Confidence (accounted 1.09 / 1.11 / 1.12),
-  ``candidates`` 1.00 / 1.05 / 1.18x (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 /
-  1.15). Whole-run ratios of unchanged code drift by 0.04-0.08 on the shared VM: at rho 0.25,
-  ``masked`` read 1.11-1.18 and ``candidates`` 1.05-1.12 over the six runs since 803ef14
-  (results/bench/boe_decode.md keeps every run). What such a decode would cost on that CPU
-  with no operator overhead (the roofline: each ranking step at the larger of its
-  accounting and one forward plus the reads of one live row's input gradient, 0.027 of a
-  forward) is 1.11 for ``masked`` and 1.06 for ``candidates`` at rho 0.25. The rest lies in
-  the steps that rank, at a fixed 0.03-0.10 of a Confidence step each (the operator
-  dispatch and small-operator work of a backward over few rows, which the row-counting
-  accounting does not charge); the steps that do not rank cost Confidence's. Both
-  readings' accounted cost rises with rho, ``masked``'s only through how many steps rank
-  (1.09 -> 1.12), a rise smaller than the drift: measured, it rose in the earlier
-  all-variant run and not in the latest (1.13 / 1.11 / 1.14); ``candidates``' rose in every
-  run. At blocks of 32 ``candidates`` is the cheaper reading at rho <= 0.25 and the
-  one whose cost follows rho as Table 5's does.
+  thread CPU time, the decodes side by side step by step, freed memory kept in the process
+  (``boe_bench.cpu_memory``), as jobs run), rho 0.10 / 0.25 / 0.50, latest all-variant run:
+  ``masked`` 1.12 / 1.16 / 1.16x Confidence (accounted 1.09 / 1.11 / 1.12), ``candidates``
+  1.06 / 1.10 / 1.18x (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15). Over the
+  seven rho 0.25 runs made this way (repeats spread 1-4%), ``masked`` read 1.136-1.159x and
+  ``candidates`` 1.083-1.102x (results/bench/boe_decode.md, boe_decode_malloc.md); with
+  glibc's own thresholds, which let page faults fall unevenly on the variants, the runs
+  drifted by 0.04-0.08. What such a decode would cost on that CPU with no operator overhead
+  (the roofline: each ranking step at the larger of its accounting and one forward plus the
+  reads of one live row's input gradient, 0.025 of a forward) is 1.11 for ``masked`` and 1.06
+  for ``candidates`` at rho 0.25. The rest lies in the steps that rank, at a fixed 0.05-0.08
+  of a Confidence step each (the operator dispatch and small-operator work of a backward over
+  few rows, which the row-counting accounting does not charge); the steps that do not rank
+  cost Confidence's. Both readings' accounted cost rises with rho, ``masked``'s only through
+  how many steps rank (1.09 -> 1.12), and in the latest run so does the measured one. At
+  blocks of 32 ``candidates`` is the cheaper reading and the one whose cost follows rho as Table 5's does.
 - Text model (``text_mdm``, d1's Sudoku, first 128 puzzles, blocks of 32, two tokens per
   step), rho 0.10 / 0.25 / 0.50: solved 28 / 28 / 29 (L = 128) and 30 / 30 / 27 (L = 256)
   with ``masked``, 28 / 28 / 27 and 30 / 30 / 26 with ``candidates``; at rho <= 0.25 the two
