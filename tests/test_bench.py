@@ -299,3 +299,14 @@ def test_keep_freed_memory_leaves_the_system_allocator_to_a_user_who_chose(monke
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert cpu_memory._apply() is False
+
+
+def test_cpu_rows_say_whether_freed_memory_was_kept(monkeypatch):
+    """A CPU row's time depends on the allocator's thresholds, so its machine says which."""
+    from boe_bench import cpu_memory
+
+    monkeypatch.setattr(cpu_memory, "_applied", True)
+    assert common.machine_name("cpu", "my box") == "my box, freed memory kept"
+    assert common.machine_name("cpu").endswith("cores, freed memory kept")
+    monkeypatch.setattr(cpu_memory, "_applied", False)
+    assert common.machine_name("cpu", "my box") == "my box"
