@@ -24,12 +24,16 @@ longer in 5 of 6 pairs and BoE's ``masked`` about as long, so ``masked`` at rho 
 (spread 2-4%).
 
 Other C libraries (musl, macOS) have no ``mallopt``; there it does nothing. A user who set
-glibc's ``MALLOC_*`` variables, or ``BOE_BENCH_MALLOC=system``, keeps the system's behaviour.
+glibc's ``MALLOC_*`` variables, or ``BOE_BENCH_MALLOC=system``, keeps the system's behaviour
+(``BOE_BENCH_MALLOC=keep``, or unset, keeps freed memory; any other value is refused, so that a
+misspelt opt-out is not silently ignored).
 """
 from __future__ import annotations
 
 import ctypes
 import os
+
+from boe_bench.errors import ConfigError
 
 # mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
@@ -41,7 +45,8 @@ _applied: bool | None = None
 
 def keep_freed_memory() -> bool:
     """Set glibc's thresholds once per process (see the module docstring); True where they
-    are in force, False where this C library has no ``mallopt`` or the user chose otherwise."""
+    are in force, False where this C library has no ``mallopt`` or the user chose otherwise.
+    Raises ``ConfigError`` for a ``BOE_BENCH_MALLOC`` it does not know."""
     global _applied
     if _applied is None:
         _applied = _apply()
@@ -49,7 +54,11 @@ def keep_freed_memory() -> bool:
 
 
 def _apply() -> bool:
-    if os.environ.get(OPT_OUT, "").lower() == "system" or any(key.startswith("MALLOC_") for key in os.environ):
+    choice = os.environ.get(OPT_OUT, "keep").strip().lower() or "keep"
+    if choice not in ("keep", "system"):
+        raise ConfigError(f"{OPT_OUT} must be 'keep' (the default) or 'system' (glibc's own thresholds), "
+                          f"got {os.environ[OPT_OUT]!r}")
+    if choice == "system" or any(key.startswith("MALLOC_") for key in os.environ):
         return False
     try:
         libc = ctypes.CDLL(None)

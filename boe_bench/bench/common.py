@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 
 from boe_bench.cpu_memory import keep_freed_memory, kept
+from boe_bench.errors import ConfigError
 
 SPREAD_LIMIT = 0.10
 DEFAULT_DIR = Path("runs/bench")  # git-ignored: smoke runs never touch results/
@@ -75,10 +76,11 @@ class BenchError(ValueError):
 
 
 def fail_cleanly(main: Callable[[], None]) -> None:
-    """Run a benchmark's main; a ``BenchError`` ends as one sentence on stderr, exit 2."""
+    """Run a benchmark's main; a ``BenchError`` (or a ``ConfigError`` of a setting it reads,
+    such as ``BOE_BENCH_MALLOC``) ends as one sentence on stderr, exit 2."""
     try:
         main()
-    except BenchError as error:
+    except (BenchError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 

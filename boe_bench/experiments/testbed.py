@@ -183,7 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     args = load("testbed", Settings, argv, __doc__)
     if args.threads:
         torch.set_num_threads(args.threads)
-    keep_freed_memory()
+    try:
+        keep_freed_memory()
+    except ConfigError as err:  # BOE_BENCH_MALLOC
+        fail(str(err))
     out = Path(args.out)
     if args.merge:
         out.mkdir(parents=True, exist_ok=True)
