@@ -53,6 +53,18 @@ def keep_freed_memory() -> bool:
     return _applied
 
 
+def keep_freed_memory_or_fail() -> bool:
+    """``keep_freed_memory`` for a command line with no handler of ``ConfigError`` of its own
+    (the trainers, the testbed): a ``BOE_BENCH_MALLOC`` it does not know ends the command in one
+    sentence, exit 2 (``experiments.config.fail``)."""
+    try:
+        return keep_freed_memory()
+    except ConfigError as err:
+        from boe_bench.experiments.config import fail  # Hydra's compose API: only on this path
+
+        fail(str(err))
+
+
 def _apply() -> bool:
     choice = os.environ.get(OPT_OUT, "keep").strip().lower() or "keep"
     if choice not in ("keep", "system"):

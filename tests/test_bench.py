@@ -301,15 +301,18 @@ def test_keep_freed_memory_leaves_the_system_allocator_to_a_user_who_chose(monke
     assert cpu_memory._apply() is False
 
 
-def test_a_misspelt_malloc_choice_ends_a_bench_in_one_sentence(tmp_path):
+@pytest.mark.parametrize("command", [["boe_bench.bench.decode", "--shape", "test", "--repeats", "1"],
+                                     ["boe_bench.train.puzzle_mdm", "--steps", "1", "--out", "m.pt"]])
+def test_a_misspelt_malloc_choice_ends_a_command_in_one_sentence(tmp_path, command):
     """``BOE_BENCH_MALLOC=sytem`` is refused (exit 2, one sentence naming the choices), not
-    silently taken as the default."""
+    silently taken as the default, by a bench and by a trainer (``keep_freed_memory_or_fail``)."""
     env = dict(os.environ, BOE_BENCH_MALLOC="sytem")
-    done = subprocess.run([sys.executable, "-m", "boe_bench.bench.decode", "--shape", "test", "--repeats", "1"],
-                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([sys.executable, "-m", *command], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: BOE_BENCH_MALLOC must be 'keep' (the default) or 'system' (glibc's own thresholds), got 'sytem'"]
+    assert not (tmp_path / "runs" / "bench" / "boe_decode.csv").exists() and not (tmp_path / "m.pt").exists()
     assert not (tmp_path / "runs" / "bench" / "boe_decode.csv").exists()
 
 

@@ -26,7 +26,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from boe_bench.cpu_memory import keep_freed_memory
+from boe_bench.cpu_memory import keep_freed_memory_or_fail
 from boe_bench.errors import ConfigError
 from boe_bench.experiments.config import fail, load
 from boe_bench.models import build_model
@@ -183,10 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     args = load("testbed", Settings, argv, __doc__)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        keep_freed_memory()
-    except ConfigError as err:  # BOE_BENCH_MALLOC
-        fail(str(err))
+    keep_freed_memory_or_fail()
     out = Path(args.out)
     if args.merge:
         out.mkdir(parents=True, exist_ok=True)

@@ -26,9 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from boe_bench.cpu_memory import keep_freed_memory
-from boe_bench.errors import ConfigError
-from boe_bench.experiments.config import fail
+from boe_bench.cpu_memory import keep_freed_memory_or_fail
 from boe_bench.models.puzzle import PuzzleConfig, PuzzleDenoiser, random_grid
 
 TRAIN_SEED_OFFSET = 0  # evaluation puzzles draw from seed 10**6 + seed (tasks/sudoku_grid.py)
@@ -70,10 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--d-model ({args.d_model}) must be a multiple of --heads ({args.heads})")
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        keep_freed_memory()
-    except ConfigError as err:  # BOE_BENCH_MALLOC
-        fail(str(err))
+    keep_freed_memory_or_fail()
     out = Path(args.out or f"runs/puzzle_mdm/puzzle_mdm_{args.grid}x{args.grid}.pt")
     log_path = Path(args.log or out.with_suffix(".log.csv"))
 

@@ -43,9 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from boe_bench.cpu_memory import keep_freed_memory
-from boe_bench.errors import ConfigError
-from boe_bench.experiments.config import fail
+from boe_bench.cpu_memory import keep_freed_memory_or_fail
 from boe_bench.train.text_data import GENERATORS, Example, example_stream
 
 MASK, EOS, EOT, BOS = "<|mdm_mask|>", "<|endoftext|>", "<|eot_id|>", "<|startoftext|>"
@@ -254,10 +252,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        keep_freed_memory()
-    except ConfigError as err:  # BOE_BENCH_MALLOC
-        fail(str(err))
+    keep_freed_memory_or_fail()
     torch.use_deterministic_algorithms(True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
