@@ -40,13 +40,13 @@ backward), so its cost rises with rho only through how many steps rank. The numb
   (``boe_bench.cpu_memory``), as jobs run), rho 0.10 / 0.25 / 0.50, latest all-variant run:
   ``masked`` 1.12 / 1.16 / 1.16x Confidence (accounted 1.09 / 1.11 / 1.12), ``candidates``
   1.06 / 1.10 / 1.18x (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15). Over the
-  seven rho 0.25 runs made this way (repeats spread 1-4%), ``masked`` read 1.136-1.159x and
-  ``candidates`` 1.083-1.102x (results/bench/boe_decode.md, boe_decode_malloc.md); with
+  nine rho 0.25 runs made this way (repeats spread 1-4%), ``masked`` read 1.136-1.165x and
+  ``candidates`` 1.083-1.109x (results/bench/boe_decode.md, boe_decode_malloc.md); with
   glibc's own thresholds, which let page faults fall unevenly on the variants, the runs
   drifted by 0.04-0.08. What such a decode would cost on that CPU with no operator overhead
   (the roofline: each ranking step at the larger of its accounting and one forward plus the
   reads of one live row's input gradient, 0.025 of a forward) is 1.11 for ``masked`` and 1.06
-  for ``candidates`` at rho 0.25. The rest lies in the steps that rank, at a fixed 0.05-0.08
+  for ``candidates`` at rho 0.25. The rest lies in the steps that rank, at a fixed 0.05-0.09
   of a Confidence step each (the operator dispatch and small-operator work of a backward over
   few rows, which the row-counting accounting does not charge); the steps that do not rank
   cost Confidence's. Both readings' accounted cost rises with rho, ``masked``'s only through
