@@ -19,11 +19,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from boe_bench.cpu_memory import keep_freed_memory
 from boe_bench.models import build_model
-from boe_bench.bench.common import fail_cleanly, machine_name, out_path
+from boe_bench.bench.common import fail_cleanly, machine_name, out_path, setup_device
 from boe_bench.samplers import Schedule, build_sampler
 from boe_bench.tasks.sudoku_grid import SudokuGrid
 
@@ -95,8 +93,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="CSV (default runs/bench/boe_readings.csv); markdown beside it")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    keep_freed_memory()
+    setup_device("cpu", args.threads)  # threads, and freed memory kept, as every CPU bench
     out = out_path(args.out, "boe_readings.csv")
     model = build_model("puzzle_mdm")
     machine = machine_name("cpu")
