@@ -351,6 +351,7 @@ class TransformerDenoiser(Denoiser):
         positions = state.positions.gather(1, live_rows.clamp(max=length - 1)).repeat(1, copies)
         cos, sin = self._rotary(live_embeds, positions)
         kept = _kept_entries(state, live_rows, live_embeds[:, :a])
+        tables = _rotary_tables(cos, sin)
 
         def linear(x: Tensor, module, value: Tensor | None = None) -> Tensor:
             if value is None and copies == 1:
@@ -366,7 +367,7 @@ class TransformerDenoiser(Denoiser):
                 given = {name: _rows(t, kept).repeat(1, copies, 1) for name, t in state.kept.values[i].items()}
                 grad = partial(self._attend_live_backward, keys=k_frozen, values=v_frozen, frozen_bias=frozen_bias,
                                live_bias=live_bias, copies=copies)
-                h = _LiveLayer.apply(h, self, layer, given, (cos, sin), grad)
+                h = _LiveLayer.apply(h, self, layer, given, tables, grad)
                 continue
             attn, mlp = layer.self_attn, layer.mlp
             given = (lambda name: None) if kept is None else (lambda name: _rows(state.kept.values[i][name], kept))
@@ -435,6 +436,7 @@ class TransformerDenoiser(Denoiser):
         clamped = live_rows.clamp(max=n - 1)
         take = _flat_rows(clamped, n)
         cos_a, sin_a = self._rotary(embeds, positions.gather(1, clamped))
+        tables = _rotary_tables(cos_a, sin_a)
         slot_a = live_rows[:, None, :, None].expand(-1, self.n_kv_heads, -1, self.head_dim)
         valid, frozen_bias, live_bias = self._live_biases(key_mask, live_rows)
         dense_live = live_rows.shape[1] * self.DENSE_LIVE_FRACTION > n
@@ -456,7 +458,7 @@ class TransformerDenoiser(Denoiser):
                     grad = partial(self._attend_live_backward, keys=k_f, values=v_f, frozen_bias=frozen_bias,
                                    live_bias=live_bias, copies=1)
                 if by_hand:
-                    h = _LiveLayer.apply(h, self, layer, given, (cos_a, sin_a), grad)
+                    h = _LiveLayer.apply(h, self, layer, given, tables, grad)
                     continue
                 x = _rms_norm(layer.input_layernorm, h)
                 q, k, v = self._heads(_given(x, given["q"], attn.q_proj), _given(x, given["k"], attn.k_proj),
@@ -560,20 +562,41 @@ class _Given(torch.autograd.Function):
 def _rms_norm_backward(norm, x: Tensor, grad: Tensor) -> Tensor:
     """``_rms_norm``'s input gradient at x for the output gradient ``grad``. With r =
     (mean(x^2) + eps)^(-1/2) and g = grad * weight, d(x r)/dx applied to g is
-    r (g - x r^2 mean(g x)); in the same dtypes as the forward (statistics in at least float32)."""
+    r g - x r^3 mean(g x); in the same dtypes as the forward (statistics in at least float32).
+    Few operators, no conversion where the dtype is already right: on the CPU a few-row
+    backward costs per operator, not per number."""
     compute = torch.promote_types(x.dtype, torch.float32)
-    h = x.to(compute)
-    inv = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-    g = (grad * norm.weight).to(compute)
-    return (inv * (g - h * (inv.square() * (g * h).mean(-1, keepdim=True)))).to(x.dtype)
+    h = x if x.dtype == compute else x.to(compute)
+    inv = torch.rsqrt(h.square().mean(-1, keepdim=True).add_(norm.variance_epsilon))
+    g = grad * norm.weight
+    g = g if g.dtype == compute else g.to(compute)
+    coef = (g * h).mean(-1, keepdim=True).mul_(inv.pow(3))
+    out = torch.addcmul(g * inv, h, coef, value=-1)
+    return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
-def _rotary_backward(grad: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """``_apply_rotary``'s input gradient: the rotation's transpose, grad cos + rot^T(grad sin),
-    where rot(h) = (-h2, h1) has transpose rot^T(u) = (u2, -u1)."""
-    g = grad.to(cos.dtype)
-    first, second = (g * sin).split(g.shape[-1] // 2, dim=-1)
-    return (g * cos + torch.cat((second, -first), dim=-1)).to(grad.dtype)
+def _rotary_tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(cos, turn, back) for ``_rotate`` and ``_rotary_backward``, made once per live pass.
+    rot(h) = (-h2, h1) is roll(h) = (h2, h1) times the signs (-1, +1), so rot(h) sin =
+    roll(h) turn with turn = (-sin1, sin2); its transpose rot^T(u) = (u2, -u1) gives
+    rot^T(g sin) = roll(g) back with back = (sin2, -sin1) = roll(turn). One roll and one
+    multiply-add in place of a split, a negation and a concatenation."""
+    half = sin.shape[-1] // 2
+    turn = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+    return cos, turn, turn.roll(half, -1)
+
+
+def _rotate(x: Tensor, cos: Tensor, turn: Tensor) -> Tensor:
+    """``_apply_rotary`` from ``_rotary_tables``: x cos + roll(x) turn, in the dtype of cos."""
+    h = x if x.dtype == cos.dtype else x.to(cos.dtype)
+    out = torch.addcmul(h * cos, h.roll(h.shape[-1] // 2, -1), turn)
+    return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+def _rotary_backward(grad: Tensor, cos: Tensor, back: Tensor) -> Tensor:
+    """``_apply_rotary``'s input gradient: the rotation's transpose, grad cos + rot^T(grad sin)
+    = grad cos + roll(grad) back (``_rotary_tables``)."""
+    return _rotate(grad, cos, back)
 
 
 class _LiveLayer(torch.autograd.Function):
@@ -607,22 +630,29 @@ class _LiveLayer(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         h, mid = ctx.saved_tensors
         model, layer, given = ctx.model, ctx.layer, ctx.given
-        cos, sin = ctx.rotary
+        cos, turn, back = ctx.rotary
         attn, mlp = layer.self_attn, layer.mlp
-        gate, up = given["gate"], given["up"]
-        d_act = _input_grad(grad, mlp.down_proj)
-        d_x = _input_grad(torch.ops.aten.silu_backward(d_act * up, gate), mlp.gate_proj) \
-            + _input_grad(d_act * mlp.act_fn(gate), mlp.up_proj)
-        d_mid = grad + _rms_norm_backward(layer.post_attention_layernorm, mid, d_x)
-        q, k, v = model._heads(given["q"], given["k"], given["v"], cos, sin)
-        dq, dk, dv = ctx.attention_grad(_input_grad(d_mid, attn.o_proj), q, k, v, given)
-
-        def merged(t: Tensor) -> Tensor:  # [B, heads, rows, D] -> [B, rows, heads * D]
-            return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1)
-
-        d_x = _input_grad(merged(_rotary_backward(dq, cos, sin)), attn.q_proj) \
-            + _input_grad(merged(_rotary_backward(dk, cos, sin)), attn.k_proj) + _input_grad(merged(dv), attn.v_proj)
-        return d_mid + _rms_norm_backward(layer.input_layernorm, h, d_x), None, None, None, None, None
+        b, rows, width = grad.shape
+        heads, groups, d = model.n_heads, model.n_kv_heads, model.head_dim
+        # Rows flattened to 2-D throughout: each linear map's input gradient is one matmul
+        # (addmm where two sum), and no view is made per map.
+        flat = grad.reshape(-1, width)
+        gate, up = given["gate"].view(b * rows, -1), given["up"].view(b * rows, -1)
+        d_act = flat @ mlp.down_proj.weight
+        d_x = torch.addmm(torch.ops.aten.silu_backward(d_act * up, gate) @ mlp.gate_proj.weight,
+                          d_act * F.silu(gate), mlp.up_proj.weight)
+        d_mid = flat + _rms_norm_backward(layer.post_attention_layernorm, mid.reshape(b * rows, width), d_x)
+        # Queries and keys rotated together: one rotation over their heads side by side.
+        qk = torch.cat((given["q"], given["k"]), dim=-1).view(b, rows, heads + groups, d).transpose(1, 2)
+        q, k = _rotate(qk, cos, turn).split((heads, groups), dim=1)
+        v = given["v"].view(b, rows, groups, d).transpose(1, 2)
+        dq, dk, dv = ctx.attention_grad((d_mid @ attn.o_proj.weight).view(b, rows, -1), q, k, v, given)
+        d_qk = _rotary_backward(torch.cat((dq, dk), dim=1), cos, back).transpose(1, 2).reshape(b * rows, -1)
+        d_q, d_k = d_qk.split((heads * d, groups * d), dim=1)
+        d_v = dv.transpose(1, 2).reshape(b * rows, -1)
+        d_x = torch.addmm(torch.addmm(d_q @ attn.q_proj.weight, d_k, attn.k_proj.weight), d_v, attn.v_proj.weight)
+        d_h = d_mid + _rms_norm_backward(layer.input_layernorm, h.reshape(b * rows, width), d_x)
+        return d_h.view(b, rows, width), None, None, None, None, None
 
 
 def _given(x: Tensor, value: Tensor, linear) -> Tensor:
