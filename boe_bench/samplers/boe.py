@@ -40,8 +40,8 @@ backward), so its cost rises with rho only through how many steps rank. The numb
   (``boe_bench.cpu_memory``), as jobs run), rho 0.10 / 0.25 / 0.50, latest all-variant run:
   ``masked`` 1.12 / 1.16 / 1.16x Confidence (accounted 1.09 / 1.11 / 1.12), ``candidates``
   1.06 / 1.10 / 1.18x (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15). Over the
-  nine rho 0.25 runs made this way (repeats spread 1-4%), ``masked`` read 1.136-1.165x and
-  ``candidates`` 1.083-1.109x (results/bench/boe_decode.md, boe_decode_malloc.md); with
+  twelve rho 0.25 runs made this way (repeats spread 1-6%), ``masked`` read 1.136-1.200x and
+  ``candidates`` 1.083-1.137x (results/bench/boe_decode.md, boe_decode_malloc.md); with
   glibc's own thresholds, which let page faults fall unevenly on the variants, the runs
   drifted by 0.04-0.08. What such a decode would cost on that CPU with no operator overhead
   (the roofline: each ranking step at the larger of its accounting and one forward plus the
