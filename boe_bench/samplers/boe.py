@@ -45,8 +45,8 @@ backward), so its cost rises with rho only through how many steps rank. The numb
   glibc's own thresholds, which let page faults fall unevenly on the variants, the runs
   drifted by 0.04-0.08. What such a decode would cost on that CPU with no operator overhead
   (the roofline: each ranking step at the larger of its accounting and one forward plus the
-  reads of one live row's input gradient, 0.025 of a forward) is 1.11 for ``masked`` and 1.06
-  for ``candidates`` at rho 0.25. The rest lies in the steps that rank, at a fixed 0.05-0.09
+  reads of one live row's input gradient, 0.024-0.035 of a forward) is 1.11 for ``masked`` and 1.06
+  for ``candidates`` at rho 0.25. The rest lies in the steps that rank, at a fixed 0.05-0.11
   of a Confidence step each (the operator dispatch and small-operator work of a backward over
   few rows, which the row-counting accounting does not charge); the steps that do not rank
   cost Confidence's. Both readings' accounted cost rises with rho, ``masked``'s only through
