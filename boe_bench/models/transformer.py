@@ -587,7 +587,11 @@ def _rotary_tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _rotate(x: Tensor, cos: Tensor, turn: Tensor) -> Tensor:
-    """``_apply_rotary`` from ``_rotary_tables``: x cos + roll(x) turn, in the dtype of cos."""
+    """``_apply_rotary`` from ``_rotary_tables``: x cos + roll(x) turn, in the dtype of cos.
+    The same rotation to rounding (the multiply-add may round once where the stock formula
+    rounds twice). Only the hand-written backward uses it, where rounding-level agreement is
+    all that is asked. The forward keeps ``_apply_rotary``, in the reference model's order of
+    operations, and the frozen pass runs that same forward, bit for bit."""
     h = x if x.dtype == cos.dtype else x.to(cos.dtype)
     out = torch.addcmul(h * cos, h.roll(h.shape[-1] // 2, -1), turn)
     return out if out.dtype == x.dtype else out.to(x.dtype)
@@ -620,17 +624,17 @@ class _LiveLayer(torch.autograd.Function):
     bf16."""
 
     @staticmethod
-    def forward(ctx, h: Tensor, model, layer, given: dict, rotary: tuple, attention_grad) -> Tensor:
+    def forward(ctx, h: Tensor, model, layer, given: dict, tables: tuple, attention_grad) -> Tensor:
         mid = h + given["o"]
         ctx.save_for_backward(h, mid)
-        ctx.model, ctx.layer, ctx.given, ctx.rotary, ctx.attention_grad = model, layer, given, rotary, attention_grad
+        ctx.model, ctx.layer, ctx.given, ctx.tables, ctx.attention_grad = model, layer, given, tables, attention_grad
         return mid + given["down"]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         h, mid = ctx.saved_tensors
         model, layer, given = ctx.model, ctx.layer, ctx.given
-        cos, turn, back = ctx.rotary
+        cos, turn, back = ctx.tables  # _rotary_tables
         attn, mlp = layer.self_attn, layer.mlp
         b, rows, width = grad.shape
         heads, groups, d = model.n_heads, model.n_kv_heads, model.head_dim
