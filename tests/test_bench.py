@@ -125,7 +125,8 @@ def test_decode_rows_carry_machine_load_and_accounted_ratio(tmp_path):
     from boe_bench.bench.decode import FIELDS, measure, summary
 
     args = Namespace(device="cpu", threads=1, shape="test", gen=32, prompt=40, readings="masked", rhos="0.25,0.5",
-                     dense=False, machine=None, batch="1", repeats=3, note="", autograd_twin=False, memory_load=0)
+                     dense=False, machine=None, batch="1", repeats=3, note="", autograd_twin=False, compiled=False,
+                     memory_load=0)
     rows = measure(args)
     assert [r["variant"] for r in rows] == ["confidence", "boe_masked_rho0.25", "boe_masked_rho0.50"]
     assert all(r["machine"] and r["load_avg"] and r["repeats"] == 3 and set(FIELDS) >= set(r) for r in rows)
@@ -217,7 +218,8 @@ def test_decode_autograd_twin_decodes_the_same_job_beside_and_is_not_held_to_tar
     from boe_bench.bench.decode import measure, targets
 
     args = Namespace(device="cpu", threads=1, shape="test", gen=32, prompt=40, readings="masked", rhos="0.25",
-                     dense=False, machine=None, batch="1", repeats=1, note="", autograd_twin=True, memory_load=0)
+                     dense=False, machine=None, batch="1", repeats=1, note="", autograd_twin=True, compiled=False,
+                     memory_load=0)
     rows = {r["variant"]: r for r in measure(args)}
     assert list(rows) == ["confidence", "boe_masked_rho0.25", "boe_masked_rho0.25_autograd"]
     mine, twin = rows["boe_masked_rho0.25"], rows["boe_masked_rho0.25_autograd"]
@@ -225,6 +227,26 @@ def test_decode_autograd_twin_decodes_the_same_job_beside_and_is_not_held_to_tar
     lines = targets(list(rows.values()), gpu=False)
     assert any("rows: masked" in line for line in lines) and "autograd" not in " ".join(lines)
     assert "1 of 1 variants" in " ".join(lines) or "0 of 1 variants" in " ".join(lines)
+
+
+def test_decode_compiled_variants_are_held_to_the_targets_beside_the_default():
+    """``--compiled``: every BoE variant also decodes with ``compile_backward`` on; its rows get
+    target lines of their own, and the default's lines still read the default's rows."""
+    from boe_bench.bench.decode import TARGETS, targets, variants
+
+    specs = variants(["masked"], [0.25], dense=False, compiled=True)
+    assert specs["boe_masked_rho0.25_compiled"] == dict(name="boe", rows="masked", rho=0.25, compile_backward=True)
+    assert "compile_backward" not in specs["boe_masked_rho0.25"]
+    limit = TARGETS[("masked", 0.25)]
+    row = dict(rows="masked", rho="0.25", batch="1", ratio_spread="0.01", accounted_ratio="1.11", gap="0.0")
+    rows = [dict(row, variant="boe_masked_rho0.25", ratio_median=str(limit + 0.02), ratio_min=str(limit + 0.01),
+                 ratio_max=str(limit + 0.03)),
+            dict(row, variant="boe_masked_rho0.25_compiled", ratio_median=str(limit - 0.02),
+                 ratio_min=str(limit - 0.03), ratio_max=str(limit - 0.01))]
+    lines = [line for line in targets(rows, gpu=False) if line.startswith("- target")]
+    assert len(lines) == 2
+    assert "compile_backward" not in lines[0] and f"{limit + 0.02:.3f} -> MISSED" in lines[0]
+    assert "compile_backward" in lines[1] and f"{limit - 0.02:.3f} -> met" in lines[1]
 
 
 def test_reference_loop_rewrite_writes_what_our_confidence_decode_writes():

@@ -12,6 +12,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser, positions_from_mask
 from boe_bench.models.tiny import build_tiny
+from boe_bench.models.transformer import cpp_compiler
 from boe_bench.samplers import Schedule, build_sampler
 from boe_bench.samplers.base import DecodeState, entropy
 from boe_bench.samplers.boe import BoESampler, gated_score, pack_rows
@@ -143,6 +144,46 @@ def test_given_linear_outputs_leave_boe_tokens_unchanged(arch, fused, monkeypatc
         computed = decode()
     assert torch.equal(given.tokens, computed.tokens)
     assert_same_tis(given, computed, rel=1e-4, abs=1e-7)
+
+
+@pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on the CPU needs a C++ compiler, and none is on PATH")
+@pytest.mark.parametrize("rows, fused", [("masked", False), ("masked", True), ("candidates", False)])
+def test_compiled_backward_leaves_boe_tokens_unchanged(rows, fused, monkeypatch):
+    """``compile_backward``: the live blocks' backward through torch.compile writes the same
+    tokens, with the same TIS to float32 rounding, as the eager one, on both attention routes
+    and over ``candidates``' copies; it ran compiled, and only where asked."""
+    from boe_bench.models import transformer
+
+    model = build_tiny("llama", n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, seed=11, dtype="float32")
+    monkeypatch.setattr(model, "DENSE_LIVE_FRACTION", 1e9 if fused else 1e-9)
+    monkeypatch.setattr(model, "KEEP_BUDGET", 1e9)  # candidates' pass takes the kept rows: the by-hand blocks
+    calls, real = [], transformer.compiled_block_backward
+    monkeypatch.setattr(transformer, "compiled_block_backward", lambda: calls.append(1) or real())
+    prompts = [model.tokenizer(t)["input_ids"] for t in ("Question: 12+30?\nAnswer:", "Hi")]
+
+    def decode(compiled: bool):
+        sampler = BoESampler(rows=rows, rho=0.5, compile_backward=compiled)
+        return sampler.generate(model, prompts, Schedule(16, 8, 8), trace=True)
+
+    torch._dynamo.reset()  # earlier tests' graphs and recompilations do not count here
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    eager = decode(False)
+    assert not calls and not counters["stats"]["unique_graphs"]
+    compiled = decode(True)
+    # It went through the compiled function, and dynamo compiled graphs of it.
+    assert calls and counters["stats"]["unique_graphs"] > 0
+    assert torch.equal(eager.tokens, compiled.tokens)
+    assert_same_tis(eager, compiled, rel=1e-4, abs=1e-7)
+
+
+def test_compile_backward_without_a_compiler_is_refused_in_one_sentence(monkeypatch):
+    from boe_bench.samplers import boe
+
+    monkeypatch.setattr(boe, "cpp_compiler", lambda: None)
+    with pytest.raises(ConfigError, match=r"compile_backward needs the C\+\+ compiler"):
+        BoESampler(compile_backward=True)
+    assert not BoESampler(compile_backward=False).compile_backward  # the default needs none
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

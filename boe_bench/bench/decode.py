@@ -22,6 +22,7 @@ decode would cost on this machine with no operator overhead.
     python -m boe_bench.bench.decode --device cuda --batch 1,8,32 --out $OUT/decode_gpu.csv
     python -m boe_bench.bench.decode --merge decode_gpu.csv --out results/bench/boe_decode.csv
     python -m boe_bench.bench.decode --rhos 0.25 --autograd-twin        # A/B: hand-written backward vs autograd
+    python -m boe_bench.bench.decode --rhos 0.25 --compiled             # also each BoE variant, compile_backward on
     python -m boe_bench.bench.decode --prompt 128 --gen 256             # a zero-shot-shaped job (few prompt rows)
     python -m boe_bench.bench.decode --rhos 0.25 --memory-load 1024     # beside a neighbour's memory traffic
 
@@ -63,15 +64,21 @@ FIELDS = ["machine", "load_avg", "batch", "shape", "prompt", "gen", "dtype", "cl
 # (``TransformerDenoiser.BACKWARD_BY_HAND = False``): the implementation before the
 # hand-written backward, side by side with it (``--autograd-twin``). Not held to the targets.
 TWIN = "_autograd"
+# Variants decoded with the sampler's ``compile_backward`` on (``--compiled``): the same model,
+# the live blocks' backward through torch.compile. Held to the targets beside the default's.
+COMPILED = "_compiled"
 
 
-def variants(readings: list[str], rhos: list[float], dense: bool, twin: bool = False) -> dict[str, dict]:
+def variants(readings: list[str], rhos: list[float], dense: bool, twin: bool = False,
+             compiled: bool = False) -> dict[str, dict]:
     out = {"confidence": dict(name="confidence")}
     for rows in readings:
         for rho in rhos:
             out[f"boe_{rows}_rho{rho:.2f}"] = dict(name="boe", rows=rows, rho=rho)
             if twin:
                 out[f"boe_{rows}_rho{rho:.2f}{TWIN}"] = dict(name="boe", rows=rows, rho=rho)
+            if compiled:
+                out[f"boe_{rows}_rho{rho:.2f}{COMPILED}"] = dict(name="boe", rows=rows, rho=rho, compile_backward=True)
     if dense:
         out["boe_all_rho0.25"] = dict(name="boe", rows="all", rho=0.25)
     return out
@@ -206,8 +213,10 @@ def measure(args) -> list[dict]:
     if args.gen % BLOCK:
         raise BenchError(f"--gen must be a multiple of the block ({BLOCK}), got {args.gen}")
     model = random_model(shape, args.device, dtype)
+    if args.compiled and gpu:
+        raise BenchError("--compiled is a CPU variant (on a GPU the live pass is replayed as a CUDA graph)")
     specs = variants(args.readings.split(","), [float(r) for r in args.rhos.split(",")], args.dense,
-                     args.autograd_twin)
+                     args.autograd_twin, args.compiled)
     twin = None
     if args.autograd_twin:
         twin = random_model(shape, args.device, dtype)  # the same seed: the same weights
@@ -344,33 +353,38 @@ def targets(rows: list[dict], gpu: bool, job: bool = True) -> list[str]:
     """The targets for this run, met or missed and by how much; the speed targets only on the
     job they were set for (``job``: the GSM8K shape), the gap to the accounting on every job."""
     rows = [r for r in rows if not r["variant"].endswith(TWIN)]
-    by = {(r["rows"], float(r["rho"])): r for r in rows if r["rows"]}
+    # The default implementation's rows, then those with the compiled backward (``--compiled``).
+    by = {(r["rows"], float(r["rho"]), r["variant"].endswith(COMPILED)): r for r in rows if r["rows"]}
     out = []
-    for (reading, rho), limit in TARGETS.items() if job else ():
-        r = by.get((reading, rho))
-        if r is None:
-            continue
-        if gpu:
-            if int(r["batch"]) < 8 or reading != DEFAULT_ROWS:
+    for compiled in (False, True):
+        for (reading, rho), limit in TARGETS.items() if job else ():
+            r = by.get((reading, rho, compiled))
+            if r is None:
                 continue
-            limit = GPU_TARGET
-        out.append(f"- target BoE (rows: {reading}, rho {rho}) <= {limit} x Confidence: "
-                   f"{float(r['ratio_median']):.3f} -> {verdict(float(r['ratio_median']), limit, float(r['ratio_spread']), float(r['ratio_min']), float(r['ratio_max']))}"
-                   f" (accounted {float(r['accounted_ratio']):.3f}"
-                   + (f"; bound {float(r['bound']):.3f}" if r.get("bound") not in (None, "") else "") + ")")
+            if gpu:
+                if int(r["batch"]) < 8 or reading != DEFAULT_ROWS:
+                    continue
+                limit = GPU_TARGET
+            result = verdict(float(r['ratio_median']), limit, float(r['ratio_spread']), float(r['ratio_min']),
+                             float(r["ratio_max"]))
+            out.append(f"- target BoE (rows: {reading}, rho {rho}{', compile_backward' if compiled else ''}) <= "
+                       f"{limit} x Confidence: {float(r['ratio_median']):.3f} -> {result}"
+                       f" (accounted {float(r['accounted_ratio']):.3f}"
+                       + (f"; bound {float(r['bound']):.3f}" if r.get("bound") not in (None, "") else "") + ")")
     gaps = [(r["variant"], float(r["gap"])) for r in rows if r["rows"]]
     if gaps:
         bad = [f"{v} {g:+.3f}" for v, g in gaps if abs(g) > GAP_LIMIT]
         out.append(f"- measured within {GAP_LIMIT} of accounted: {len(gaps) - len(bad)} of {len(gaps)} variants"
                    + (f"; not: {', '.join(bad)}" if bad else ""))
-    for reading in sorted({k[0] for k in by}):
-        mine = sorted((r for r in rows if r["rows"] == reading), key=lambda r: float(r["rho"]))
+    for reading, compiled in sorted({(k[0], k[2]) for k in by}):
+        mine = sorted((r for r in rows if r["rows"] == reading and r["variant"].endswith(COMPILED) == compiled),
+                      key=lambda r: float(r["rho"]))
         if len({float(r["rho"]) for r in mine}) < 2:  # one rho (e.g. an A/B of two code versions)
             continue
         costs = [float(r["cost_fwd_equiv"]) for r in mine]
         measured = [float(r["ratio_median"]) for r in mine]
         ordered = lambda xs: all(a < b for a, b in zip(xs, xs[1:]))  # noqa: E731
-        out.append(f"- rows: {reading}, rho {' < '.join(str(r['rho']) for r in mine)}: cost "
+        out.append(f"- rows: {reading}{', compile_backward' if compiled else ''}, rho {' < '.join(str(r['rho']) for r in mine)}: cost "
                    f"{' / '.join(f'{c:g}' for c in costs)} ({'rising' if ordered(costs) else 'NOT rising'}), "
                    f"measured ratio {' / '.join(f'{m:.3f}' for m in measured)} "
                    f"({'rising' if ordered(measured) else 'NOT rising'})")
@@ -388,6 +402,9 @@ def main() -> None:
     parser.add_argument("--autograd-twin", action="store_true",
                         help="also decode every BoE variant on a twin model whose live blocks use autograd "
                              "(the implementation before the hand-written backward), side by side")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also decode every BoE variant with compile_backward on (the live blocks' backward "
+                             "through torch.compile; CPU), side by side")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--prompt", type=int, default=PROMPT,
                         help=f"prompt tokens ({PROMPT}: the GSM8K 5-shot shape the targets are set on; 128 with "

@@ -40,16 +40,21 @@ backward), so its cost rises with rho only through how many steps rank. The numb
   (``boe_bench.cpu_memory``), as jobs run), rho 0.10 / 0.25 / 0.50, latest all-variant run:
   ``masked`` 1.12 / 1.16 / 1.16x Confidence (accounted 1.09 / 1.11 / 1.12), ``candidates``
   1.06 / 1.10 / 1.18x (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15). Over the
-  twelve rho 0.25 runs made this way (repeats spread 1-6%), ``masked`` read 1.136-1.200x and
+  fourteen rho 0.25 runs made this way (repeats spread 1-6%), ``masked`` read 1.136-1.200x and
   ``candidates`` 1.083-1.137x (results/bench/boe_decode.md, boe_decode_malloc.md); with
   glibc's own thresholds, which let page faults fall unevenly on the variants, the runs
   drifted by 0.04-0.08. What such a decode would cost on that CPU with no operator overhead
   (the roofline: each ranking step at the larger of its accounting and one forward plus the
   reads of one live row's input gradient, 0.024-0.035 of a forward) is 1.11 for ``masked`` and 1.06
-  for ``candidates`` at rho 0.25. The rest lies in the steps that rank, at a fixed 0.05-0.11
+  for ``candidates`` at rho 0.25. The rest lies in the steps that rank, at a fixed 0.05-0.12
   of a Confidence step each (the operator dispatch and small-operator work of a backward over
   few rows, which the row-counting accounting does not charge); the steps that do not rank
-  cost Confidence's. Both readings' accounted cost rises with rho, ``masked``'s only through
+  cost Confidence's. ``compile_backward: true`` (CPU) takes part of that fixed cost away:
+  side by side in one run it saved 0.008-0.011 of the decode ratio for ``masked`` and
+  0.012 for ``candidates`` (two runs, results/bench/boe_decode.md; 0.007-0.024 and 0.012-0.015 over
+  five such comparisons, boe_profile_notes.md), a saving smaller than the same variant's
+  differences from one run to the next, so it stays an option (it compiles for seconds to a
+  minute and needs a C++ compiler). Both readings' accounted cost rises with rho, ``masked``'s only through
   how many steps rank (1.09 -> 1.12), and in the latest run so does the measured one. At
   blocks of 32 ``candidates`` is the cheaper reading and the one whose cost follows rho as Table 5's does.
 - Text model (``text_mdm``, d1's Sudoku, first 128 puzzles, blocks of 32, two tokens per
@@ -83,8 +88,10 @@ import math
 import torch
 from torch import Tensor
 
-from boe_bench.samplers import options
+from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser
+from boe_bench.models.transformer import compiled_backward, cpp_compiler
+from boe_bench.samplers import options
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import DecodeState, Sampler, entropy
 from boe_bench.samplers.boe_live import (
@@ -162,12 +169,15 @@ class BoESampler(Sampler):
     ``cuda_graphs`` replays the live-row pass as a CUDA graph on GPUs (same numbers, no
     per-kernel launch cost; see boe_live.py) where there is a separate pass (``candidates``,
     or ``one_pass: false``); ``one_pass`` (``masked`` only) folds the live rows' autograd into
-    the step forward."""
+    the step forward; ``compile_backward`` (CPU) runs the live blocks' hand-written backward
+    (LLaDA/Dream-architecture models; the others have none, and it changes nothing there)
+    through ``torch.compile`` (``compiled_backward`` in models/transformer.py: the same math to
+    rounding, fewer operators; it compiles once per process and needs a C++ compiler)."""
 
     def __init__(self, rho: float = 0.25, rows: str = "masked", targets: str | None = None, gate: bool = True,
                  anti_collapse: dict | None = None, diagnose_dense: bool = False, cuda_graphs: bool = True,
                  soft_write_tau: float = 1.0, tis_normalise: str = "none", gate_exponent: float = 1.0,
-                 one_pass: bool = True, **common):
+                 one_pass: bool = True, compile_backward: bool = False, **common):
         super().__init__(**common)
         options.boe(rho=rho, rows=rows, targets=targets, soft_write_tau=soft_write_tau,
                     tis_normalise=tis_normalise, gate_exponent=gate_exponent, anti_collapse=anti_collapse)
@@ -179,6 +189,10 @@ class BoESampler(Sampler):
         self.rho, self.rows, self.targets, self.gate = rho, rows, targets, gate
         self.anti, self.diagnose_dense, self.cuda_graphs = anti, diagnose_dense, cuda_graphs
         self.one_pass = one_pass
+        if compile_backward and not cpp_compiler():
+            raise ConfigError("boe compile_backward needs the C++ compiler torch.compile calls ($CXX, else g++), "
+                              "and it is not on PATH; install one or leave compile_backward false")
+        self.compile_backward = bool(compile_backward)
         self.graphs = LivePassGraphs()
         self.total_steps = 1
 
@@ -204,7 +218,8 @@ class BoESampler(Sampler):
     def step(self, model: Denoiser, state: DecodeState, window: Tensor, budget: Tensor) -> None:
         steps_done = state.extras.get("boe_steps", 0)
         state.extras["boe_steps"] = steps_done + 1
-        ranking = self.rank(model, state, window, budget, steps_done)
+        with compiled_backward(self.compile_backward and not state.x.is_cuda):
+            ranking = self.rank(model, state, window, budget, steps_done)
         chosen = state.top_per_row(ranking["score"], ranking["candidates"], budget)
         if state.trace is not None:
             self.record(model, state, chosen, budget, ranking)

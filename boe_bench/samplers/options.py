@@ -63,7 +63,7 @@ def boe_exact(targets: str = "rest", chunk: int = 16, **options) -> None:
         raise ConfigError(f"boe_exact targets must be one of {', '.join(BOE_EXACT_READING)}, got {targets!r}")
     if chunk < 1:
         raise ConfigError(f"boe_exact chunk must be >= 1, got {chunk}")
-    for knob in ("rows", "cuda_graphs"):
+    for knob in ("rows", "cuda_graphs", "compile_backward"):
         if knob in options:
             raise ConfigError(f"boe_exact runs no backward, so it takes no {knob!r}")
     boe(rows=BOE_EXACT_READING[targets], targets=targets, **options)
