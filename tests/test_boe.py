@@ -12,10 +12,10 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser, positions_from_mask
 from boe_bench.models.tiny import build_tiny
-from boe_bench.models.transformer import cpp_compiler
 from boe_bench.samplers import Schedule, build_sampler
 from boe_bench.samplers.base import DecodeState, entropy
 from boe_bench.samplers.boe import BoESampler, gated_score, pack_rows
+from boe_bench.samplers.options import cpp_compiler
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
@@ -178,11 +178,14 @@ def test_compiled_backward_leaves_boe_tokens_unchanged(rows, fused, monkeypatch)
 
 
 def test_compile_backward_without_a_compiler_is_refused_in_one_sentence(monkeypatch):
-    from boe_bench.samplers import boe
+    from boe_bench.samplers import options
 
-    monkeypatch.setattr(boe, "cpp_compiler", lambda: None)
+    monkeypatch.setattr(options, "cpp_compiler", lambda: None)
     with pytest.raises(ConfigError, match=r"compile_backward needs the C\+\+ compiler"):
         BoESampler(compile_backward=True)
+    # The runner's config check refuses it too, before the model and the data load.
+    with pytest.raises(ConfigError, match=r"compile_backward needs the C\+\+ compiler"):
+        options.check_sampler_config({"_target_": "boe_bench.samplers.boe.BoESampler", "compile_backward": True})
     assert not BoESampler(compile_backward=False).compile_backward  # the default needs none
 
 

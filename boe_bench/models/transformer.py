@@ -7,9 +7,6 @@ a test checks that this loop equals the stock class's own forward under a bidire
 """
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -697,12 +694,6 @@ def compiled_backward(enabled: bool = True):
         yield
     finally:
         _COMPILE.enabled = before
-
-
-def cpp_compiler() -> str | None:
-    """The path of the C++ compiler inductor calls on the CPU ($CXX, else g++; clang++ on
-    macOS), or None where it is not on PATH."""
-    return shutil.which(os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++"))
 
 
 @cache

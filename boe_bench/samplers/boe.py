@@ -88,9 +88,8 @@ import math
 import torch
 from torch import Tensor
 
-from boe_bench.errors import ConfigError
 from boe_bench.models.base import Denoiser
-from boe_bench.models.transformer import compiled_backward, cpp_compiler
+from boe_bench.models.transformer import compiled_backward
 from boe_bench.samplers import options
 from boe_bench.samplers import SAMPLERS
 from boe_bench.samplers.base import DecodeState, Sampler, entropy
@@ -180,7 +179,8 @@ class BoESampler(Sampler):
                  one_pass: bool = True, compile_backward: bool = False, **common):
         super().__init__(**common)
         options.boe(rho=rho, rows=rows, targets=targets, soft_write_tau=soft_write_tau,
-                    tis_normalise=tis_normalise, gate_exponent=gate_exponent, anti_collapse=anti_collapse)
+                    tis_normalise=tis_normalise, gate_exponent=gate_exponent, anti_collapse=anti_collapse,
+                    compile_backward=compile_backward)
         self.soft_write_tau, self.tis_normalise = float(soft_write_tau), tis_normalise
         self.gate_exponent = float(gate_exponent)
         targets = targets or DEFAULT_TARGETS[rows]
@@ -189,9 +189,6 @@ class BoESampler(Sampler):
         self.rho, self.rows, self.targets, self.gate = rho, rows, targets, gate
         self.anti, self.diagnose_dense, self.cuda_graphs = anti, diagnose_dense, cuda_graphs
         self.one_pass = one_pass
-        if compile_backward and not cpp_compiler():
-            raise ConfigError("boe compile_backward needs the C++ compiler torch.compile calls ($CXX, else g++), "
-                              "and it is not on PATH; install one or leave compile_backward false")
         self.compile_backward = bool(compile_backward)
         self.graphs = LivePassGraphs()
         self.total_steps = 1

@@ -10,6 +10,9 @@ the sampler's defaults, and raises ``ConfigError`` with one sentence.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from typing import Callable
 
 from boe_bench.errors import ConfigError
@@ -31,8 +34,15 @@ def common(temperature: float = 0.0, rank_dtype: str = "float32", **_) -> None:
         raise ConfigError(f"rank_dtype must be one of {', '.join(RANK_DTYPES)}, got {rank_dtype!r}")
 
 
+def cpp_compiler() -> str | None:
+    """The path of the C++ compiler inductor calls on the CPU ($CXX, else g++; clang++ on
+    macOS), or None where it is not on PATH (``compile_backward`` needs it)."""
+    return shutil.which(os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++"))
+
+
 def boe(rho: float = 0.25, rows: str = "masked", targets: str | None = None, soft_write_tau: float = 1.0,
-        tis_normalise: str = "none", gate_exponent: float = 1.0, anti_collapse: dict | None = None, **_) -> None:
+        tis_normalise: str = "none", gate_exponent: float = 1.0, anti_collapse: dict | None = None,
+        compile_backward: bool = False, **_) -> None:
     if not 0 < rho <= 1:
         raise ConfigError(f"boe rho must be in (0, 1], got {rho}")
     if not soft_write_tau > 0:
@@ -56,6 +66,9 @@ def boe(rho: float = 0.25, rows: str = "masked", targets: str | None = None, sof
     if anti.get("floor_schedule", "decreasing") not in ("decreasing", "increasing") \
             or anti.get("anneal", "none") not in ("none", "linear"):
         raise ConfigError(f"boe anti_collapse has an unknown floor_schedule or anneal: {anti}")
+    if compile_backward and not cpp_compiler():
+        raise ConfigError("boe compile_backward needs the C++ compiler torch.compile calls ($CXX, else g++), "
+                          "and it is not on PATH; install one or leave compile_backward false")
 
 
 def boe_exact(targets: str = "rest", chunk: int = 16, **options) -> None:
