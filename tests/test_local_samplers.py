@@ -4,7 +4,7 @@ import torch
 
 from boe_bench.models.tiny import build_tiny
 from boe_bench.samplers import SAMPLERS, Schedule, StopCriterion, build_sampler
-from boe_bench.samplers.base import sample_tokens
+from boe_bench.samplers.base import probs_and_safe_log_probs, sample_tokens
 
 
 def reference_greedy_confidence(model, prompt, gen_length, steps, block_length):
@@ -87,6 +87,36 @@ def test_gumbel_sampling_is_temperature_softmax():
     freq = torch.bincount(draws, minlength=3).double() / draws.numel()
     assert torch.allclose(freq, logits.double().softmax(-1)[0], atol=0.015)
     assert sample_tokens(logits, 0.0).item() == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("forbidden", [[], [0], [9], [3], [3, 4, 9], [0, 5, 9]])
+def test_drawing_skips_forbidden_ids_as_argmax_over_minus_inf_would(dtype, forbidden):
+    # Ties everywhere (logits in {0, 1, 2}), a forbidden id often the maximum, NaN rows: the
+    # draw must give the very index of argmax over the logits with -inf written at the
+    # forbidden ids (first maximal index; NaN counts as the maximum), at T = 0 and T > 0.
+    generator = torch.Generator().manual_seed(len(forbidden))
+    logits = torch.randint(0, 3, (4, 50, 10), generator=generator).to(dtype)
+    logits[0, 0, 2] = logits[1, 3, 9] = logits[2, 7, 0] = float("nan")
+    logits[3, :, 9] = 5.0  # the largest logit, forbidden in some cases
+    before, written = logits.clone(), logits.clone()
+    written[..., forbidden] = float("-inf")
+    assert torch.equal(sample_tokens(logits, 0.0, forbidden=forbidden), written.argmax(-1))
+    uniform = torch.rand(logits.shape, dtype=torch.float64, generator=generator)
+    gumbel = -torch.log(-torch.log(uniform))
+    expected = (written.double() + 0.7 * gumbel).argmax(-1)
+    assert torch.equal(sample_tokens(logits, 0.7, uniform=uniform, forbidden=forbidden), expected)
+    torch.testing.assert_close(logits, before, rtol=0, atol=0, equal_nan=True)  # the caller's logits untouched
+
+
+def test_safe_log_probs_zero_every_non_finite_entry():
+    log_probs = torch.randn(3, 7).log_softmax(-1)
+    log_probs[0, 1] = log_probs[1, 6] = float("-inf")
+    log_probs[2, 3] = float("nan")
+    finite = log_probs.isfinite()
+    p, safe = probs_and_safe_log_probs(log_probs)
+    assert torch.equal(safe, torch.where(finite, log_probs, torch.zeros(())))
+    assert torch.equal(p, torch.where(finite, log_probs.exp(), torch.zeros(())))
 
 
 def test_margin_and_entropy_rank_by_their_definitions():

@@ -83,16 +83,44 @@ class GenerationOutput:
 
 
 def sample_tokens(logits: Tensor, temperature: float, generator: torch.Generator | None = None,
-                  uniform: Tensor | None = None) -> Tensor:
+                  uniform: Tensor | None = None, forbidden: list[int] | tuple[int, ...] = ()) -> Tensor:
     """Gumbel-max at temperature T in float64 (LLaDA's sampler); T=0 is argmax. ``uniform``:
-    the U(0, 1) draws to use (``DecodeState.uniform``), else drawn here from ``generator``."""
+    the U(0, 1) draws to use (``DecodeState.uniform``), else drawn here from ``generator``.
+    ``forbidden``: token ids never drawn, as if their logits were -inf.
+
+    The maximum is read with ``max`` (its index is the first maximal one, as ``argmax``'s):
+    on the CPU ``argmax`` over the last axis is about three times slower than ``max``, and
+    at T=0 the forbidden ids are skipped by taking the maximum of the slices between them,
+    not by writing -inf into a copy of the logits ([B, L, V], 16 MB per step on the bench
+    model). The tokens are those of argmax over the logits with -inf written in, to the
+    index (ties, NaN)."""
     if temperature == 0:
-        return logits.argmax(-1)
-    logits = logits.double()
+        return _first_max_outside(logits, sorted(set(forbidden)))
+    logits = logits.to(torch.float64, copy=bool(forbidden))
+    if forbidden:
+        logits[..., list(forbidden)] = float("-inf")
     if uniform is None:
         uniform = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
     gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
-    return (logits + temperature * gumbel).argmax(-1)
+    return (logits + temperature * gumbel).max(-1).indices
+
+
+def _first_max_outside(logits: Tensor, skip: list[int]) -> Tensor:
+    """The index of the first maximum over the last axis, ids in ``skip`` (sorted) left out:
+    each stretch between them is reduced on its own, and the first stretch holding the largest
+    maximum wins, so ties and NaN resolve as one ``argmax`` over the whole axis would."""
+    width = logits.shape[-1]
+    bounds = [-1] + [i for i in skip if 0 <= i < width] + [width]
+    values, indices = [], []
+    for before, after in zip(bounds[:-1], bounds[1:]):
+        if after > before + 1:
+            found = logits[..., before + 1:after].max(-1)
+            values.append(found.values)
+            indices.append(found.indices + (before + 1))
+    if len(values) == 1:
+        return indices[0]
+    pick = torch.stack(values, -1).max(-1, keepdim=True).indices
+    return torch.stack(indices, -1).gather(-1, pick).squeeze(-1)
 
 
 def entropy(logits: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -114,9 +142,10 @@ def entropy_of_log_probs(log_probs: Tensor) -> Tensor:
 def probs_and_safe_log_probs(log_probs: Tensor) -> tuple[Tensor, Tensor]:
     """(p, log p with 0 where p = 0): the two factors of p log p with forbidden tokens (log p =
     -inf) contributing 0 to it and to its gradient (see ``entropy``)."""
-    finite = log_probs.isfinite()
-    safe = log_probs.masked_fill(~finite, 0.0)
-    return safe.exp().masked_fill(~finite, 0.0), safe
+    # Three elementwise passes (exp(-inf) is 0 already, NaN goes to 0); isfinite() and two
+    # masked fills took eight, 1.1 ms against 0.3 ms for a BoE step's 64 x 4096 entropies on
+    # the CPU. The gradient is 0 at -inf as before; at NaN (a row with no finite logit) it is NaN.
+    return log_probs.exp().nan_to_num(0.0, 0.0, 0.0), log_probs.nan_to_num(0.0, 0.0, 0.0)
 
 
 class StopCriterion:
@@ -414,10 +443,8 @@ class Sampler(ABC):
         forbidden = [state.mask_id] if 0 <= state.mask_id < logits.shape[-1] else []
         if self.suppress_eos:
             forbidden += list(model.eos_ids)
-        if forbidden:
-            logits = logits.index_fill(-1, torch.tensor(forbidden, device=logits.device), float("-inf"))
         uniform = state.uniform(logits.shape, torch.float64) if self.temperature > 0 else None
-        return sample_tokens(logits, self.temperature, uniform=uniform)
+        return sample_tokens(logits, self.temperature, uniform=uniform, forbidden=forbidden)
 
     def confidence_logits(self, model: Denoiser, logits: Tensor) -> Tensor:
         """Untempered logits that confidence-like scores are read from: in the model's dtype
