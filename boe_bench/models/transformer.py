@@ -353,6 +353,8 @@ class TransformerDenoiser(Denoiser):
         positions = state.positions.gather(1, live_rows.clamp(max=length - 1)).repeat(1, copies)
         cos, sin = self._rotary(live_embeds, positions)
         kept = _kept_entries(state, live_rows, live_embeds[:, :a])
+        if kept is not None and copies > 1:  # every copy's rows, read by one index_select per kept value
+            kept = kept.view(live_rows.shape[0], a).repeat(1, copies).flatten()
         tables = _rotary_tables(cos, sin)
 
         def linear(x: Tensor, module, value: Tensor | None = None) -> Tensor:
@@ -361,12 +363,12 @@ class TransformerDenoiser(Denoiser):
             if value is None:
                 with torch.no_grad():  # as one 2-D matmul: a 3-D slice would go to bmm, weight expanded
                     value = module(x[:, :a].reshape(-1, x.shape[-1])).view(x.shape[0], a, -1)
-            return _given(x, value if copies == 1 else value.repeat(1, copies, 1), module)
+            return _given(x, value if value.shape[1] == x.shape[1] else value.repeat(1, copies, 1), module)
 
         h = live_embeds
         for i, (layer, k_frozen, v_frozen) in enumerate(zip(self.hf.model.layers, state.keys, state.values)):
             if kept is not None and self._by_hand():
-                given = {name: _rows(t, kept).repeat(1, copies, 1) for name, t in state.kept.values[i].items()}
+                given = {name: _rows(t, kept) for name, t in state.kept.values[i].items()}
                 grad = partial(self._attend_live_backward, keys=k_frozen, values=v_frozen, frozen_bias=frozen_bias,
                                live_bias=live_bias, copies=copies)
                 h = _LiveLayer.apply(h, self, layer, given, tables, grad)
