@@ -43,7 +43,9 @@ backward), so its cost rises with rho only through how many steps rank. The numb
   fourteen rho 0.25 runs made this way (repeats spread 1-6%), ``masked`` read 1.136-1.200x and
   ``candidates`` 1.083-1.137x (results/bench/boe_decode.md, boe_decode_malloc.md); with
   glibc's own thresholds, which let page faults fall unevenly on the variants, the runs
-  drifted by 0.04-0.08. What such a decode would cost on that CPU with no operator overhead
+  drifted by 0.04-0.08. Since the draw stopped copying the logits and the entropies take
+  three passes (three runs, dec17): ``masked`` 1.146-1.152x, ``candidates`` 1.082-1.091x,
+  although Confidence's step, the denominator, got 0.07 of itself cheaper. What such a decode would cost on that CPU with no operator overhead
   (the roofline: each ranking step at the larger of its accounting and one forward plus the
   reads of one live row's input gradient, 0.024-0.035 of a forward) is 1.11 for ``masked`` and 1.06
   for ``candidates`` at rho 0.25. The rest lies in the steps that rank, at a fixed 0.05-0.12
