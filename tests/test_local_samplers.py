@@ -90,7 +90,7 @@ def test_gumbel_sampling_is_temperature_softmax():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-@pytest.mark.parametrize("forbidden", [[], [0], [9], [3], [3, 4, 9], [0, 5, 9]])
+@pytest.mark.parametrize("forbidden", [[], [0], [9], [3], [3, 4, 9], [0, 5, 9], list(range(10))])
 def test_drawing_skips_forbidden_ids_as_argmax_over_minus_inf_would(dtype, forbidden):
     # Ties everywhere (logits in {0, 1, 2}), a forbidden id often the maximum, NaN rows: the
     # draw must give the very index of argmax over the logits with -inf written at the

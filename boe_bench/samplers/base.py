@@ -117,6 +117,8 @@ def _first_max_outside(logits: Tensor, skip: list[int]) -> Tensor:
             found = logits[..., before + 1:after].max(-1)
             values.append(found.values)
             indices.append(found.indices + (before + 1))
+    if not values:  # every id left out: argmax over -inf everywhere is the first index
+        return torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
     if len(values) == 1:
         return indices[0]
     pick = torch.stack(values, -1).max(-1, keepdim=True).indices

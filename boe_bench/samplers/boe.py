@@ -45,10 +45,11 @@ backward), so its cost rises with rho only through how many steps rank. The numb
   glibc's own thresholds, which let page faults fall unevenly on the variants, the runs
   drifted by 0.04-0.08. Since the draw stopped copying the logits and the entropies take
   three passes (three runs, dec17): ``masked`` 1.146-1.152x, ``candidates`` 1.082-1.091x,
-  although Confidence's step, the denominator, got 0.07 of itself cheaper. What such a decode would cost on that CPU with no operator overhead
-  (the roofline: each ranking step at the larger of its accounting and one forward plus the
-  reads of one live row's input gradient, 0.024-0.035 of a forward) is 1.11 for ``masked`` and 1.06
-  for ``candidates`` at rho 0.25. The rest lies in the steps that rank, at a fixed 0.05-0.12
+  although Confidence's step, the denominator, got 0.07 of itself cheaper. What such a
+  decode would cost on that CPU with no operator overhead (the roofline: each ranking step at
+  the larger of its accounting and one forward plus the reads of one live row's input
+  gradient, 0.024-0.035 of a forward) is 1.11 for ``masked`` and 1.06 for ``candidates`` at
+  rho 0.25. The rest lies in the steps that rank, at a fixed 0.05-0.12
   of a Confidence step each (the operator dispatch and small-operator work of a backward over
   few rows, which the row-counting accounting does not charge); the steps that do not rank
   cost Confidence's. ``compile_backward: true`` (CPU) takes part of that fixed cost away:
