@@ -358,12 +358,13 @@ class TransformerDenoiser(Denoiser):
         tables = _rotary_tables(cos, sin)
 
         def linear(x: Tensor, module, value: Tensor | None = None) -> Tensor:
+            """``value``: the map's output at every row of x, when kept (already laid copy by copy)."""
             if value is None and copies == 1:
                 return module(x)
             if value is None:
                 with torch.no_grad():  # as one 2-D matmul: a 3-D slice would go to bmm, weight expanded
-                    value = module(x[:, :a].reshape(-1, x.shape[-1])).view(x.shape[0], a, -1)
-            return _given(x, value if value.shape[1] == x.shape[1] else value.repeat(1, copies, 1), module)
+                    value = module(x[:, :a].reshape(-1, x.shape[-1])).view(x.shape[0], a, -1).repeat(1, copies, 1)
+            return _given(x, value, module)
 
         h = live_embeds
         for i, (layer, k_frozen, v_frozen) in enumerate(zip(self.hf.model.layers, state.keys, state.values)):
