@@ -409,6 +409,40 @@ def test_weighted_entropy_equals_autograd_entropy(dtype, copies):
     assert (ours[1] - reference[1]).abs().max().item() <= tol["rel"] * scale + tol["abs"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_head_entropy_equals_the_head_then_weighted_entropy(dtype):
+    """``_HeadEntropy`` (the leave-one-out objective taking the LM head's input over C copies
+    and the logits the model already knows) has the value and the head-input gradients of
+    ``weighted_entropy`` over the copies' logits x W^T, each copy with its own weights,
+    forbidden tokens (-inf) included; in bf16 against float64."""
+    from boe_bench.samplers.boe_live import _HeadEntropy, weighted_entropy
+
+    gen = torch.Generator().manual_seed(5)
+    copies, b, a, d, v = 3, 2, 4, 6, 9
+    hidden = torch.randn(b, a, d, generator=gen, dtype=torch.float64)
+    head = torch.randn(v, d, generator=gen, dtype=torch.float64)
+    bias = torch.zeros(v, dtype=torch.float64)
+    bias[2] = -math.inf  # a forbidden token: no probability, no gradient
+    weights = torch.rand(copies, b, a, generator=gen, dtype=torch.float64)
+    weights[1, 0, 2] = 0.0
+
+    def run(objective, dt):
+        x = hidden.to(dt).expand(copies, b, a, d).clone().requires_grad_(True)
+        # As live_tis_pass gives them: weights in float32 (float64 here in float64).
+        value = objective(x, head.to(dt), bias.to(dt), weights.to(torch.promote_types(dt, torch.float32)))
+        (grad,) = torch.autograd.grad(value, x)
+        return value.double(), grad.double()
+
+    reference = run(lambda x, w, c, s: weighted_entropy(x @ w.T + c, s), torch.float64)
+    ours = run(lambda x, w, c, s: _HeadEntropy.apply(x, (x[0] @ w.T + c).detach(), s, w), dtype)
+    tol = dict(rel=1e-12, abs=1e-12) if dtype == torch.float64 else dict(rel=3e-2, abs=3e-2)
+    assert ours[0].item() == pytest.approx(reference[0].item(), **tol)
+    assert reference[1].abs().max() > 0 and ours[1][1, 0, 2].abs().max() == 0
+    assert not torch.allclose(reference[1][0], reference[1][1])  # the copies' gradients differ
+    scale = reference[1].abs().max().item()
+    assert (ours[1] - reference[1]).abs().max().item() <= tol["rel"] * scale + tol["abs"]
+
+
 def test_zero_gradient_trap_is_real_and_refused(model64):
     state, _, cand, delta = setup_step(model64)
     # Targets whose prediction rows lie outside the live (= candidate) rows; for Dream a

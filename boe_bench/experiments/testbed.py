@@ -70,6 +70,9 @@ class EntropyRecorder(Denoiser):
     def live_forward_copies(self, state, live_rows, live_embeds):
         return self.inner.live_forward_copies(state, live_rows, live_embeds)
 
+    def live_head_copies(self, state, live_rows, live_embeds):
+        return self.inner.live_head_copies(state, live_rows, live_embeds)
+
     def mean_trajectory(self) -> list[float]:
         """Forward by forward, the mean over the batches that made that many forwards."""
         longest = max(map(len, self.trajectories), default=0)

@@ -133,6 +133,15 @@ class Denoiser(nn.Module, ABC):
         out = self.live_forward(repeated, live_rows.repeat(copies, 1), live_embeds.flatten(0, 1))
         return out.view(copies, b, *out.shape[1:])
 
+    def live_head_copies(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> tuple | None:
+        """``live_forward_copies`` stopped before a linear LM head, where the model knows the
+        head's output at the live rows without computing it: (the head's input [C, B, A, d]
+        with graph, the logits there [B, A, V], the same for every copy, the head's weight
+        [V, d]); None where it does not (this default). BoE's leave-one-out objective then
+        takes the head's input gradient over the A rows once, not over the C*A rows of the
+        copies (``samplers/boe_live.py``)."""
+        return None
+
     def forward(
         self,
         ids: Tensor | None = None,

@@ -256,46 +256,45 @@ class TransformerDenoiser(Denoiser):
         return out.transpose(1, 2).reshape(b, rows, -1)
 
     def _attend_live_backward(self, grad: Tensor, q: Tensor, k: Tensor, v: Tensor, given: dict | None = None, *,
-                              keys: Tensor, values: Tensor, frozen_bias: Tensor, live_bias: Tensor,
-                              copies: int) -> tuple[Tensor, Tensor, Tensor]:
-        """``_attend_live``'s input gradients (dq [B, H, C*A, D], dk and dv [B, H_kv, C*A, D])
-        from ``grad`` [B, C*A, H*D], its output's gradient. With P the probabilities and S the
-        scaled scores: dP = grad V^T over both value sets, dS = P * (dP - rowsum(dP * P)) (the
-        softmax's backward), dq = scale dS K, and the fresh keys and values, which only their
-        own copy's queries see, get scale dS^T q and P^T grad (summed over the query heads
-        that share them). The probabilities are computed again here: the forward never needs
-        them, since its value comes from the frozen pass. The copies' queries and keys hold
-        the same values (``_LiveLayer``'s are given, repeated over the copies), so P is the
-        same for every copy: it is computed over the first copy's rows only."""
-        b, heads, rows, d = q.shape
-        groups, a, n = self.n_kv_heads, rows // copies, keys.shape[2]
-        per_group = heads // groups
+                              keys: Tensor, values: Tensor, frozen_bias: Tensor, live_bias: Tensor) -> tuple:
+        """``_attend_live``'s input gradients (dq [B, H, C, A, D], dk and dv [B, H_kv, C, A, D])
+        from ``grad`` [B, C*A, H*D], its output's gradient over C copies of the A live rows, laid
+        copy by copy. With P the probabilities and S the scaled scores: dP = grad V^T over both
+        value sets, dS = P * (dP - rowsum(dP * P)) (the softmax's backward), dq = scale dS K, and
+        the fresh keys and values, which only their own copy's queries see, get scale dS^T q and
+        P^T grad (summed over the query heads that share them). The copies hold the same values
+        (only their gradients differ), so the queries, keys and values come once, q [B, H, 1,
+        A, D], k and v [B, H_kv, 1, A, D], and P, computed again here (the forward never needs
+        it: its value comes from the frozen pass), is computed over those A rows and read by
+        every copy."""
+        b, heads, _, a, d = q.shape
+        groups, n = self.n_kv_heads, keys.shape[2]
+        copies, per_group = grad.shape[1] // a, heads // groups
         scale = d ** -0.5
-        probs = self._live_probs(q[:, :, :a], keys, frozen_bias, k[:, :, :a], live_bias, 1)
-        if copies > 1:
-            probs = probs[:, :, None].expand(b, heads, copies, a, n + a).reshape(b, heads, rows, n + a)
-        p = probs.to(q.dtype)
-        g = grad.view(b, rows, heads, d).transpose(1, 2)
-        g_copies = g.reshape(b, groups, per_group, copies, a, d)
-        v_copies, k_copies = v.reshape(b, groups, 1, copies, a, d), k.reshape(b, groups, 1, copies, a, d)
-        d_probs = torch.cat([(g.reshape(b, groups, per_group * rows, d) @ values.transpose(-1, -2))
-                             .view(b, heads, rows, n),
-                             (g_copies @ v_copies.transpose(-1, -2)).view(b, heads, rows, a)], dim=-1)
-        d_scores = torch._softmax_backward_data(d_probs.to(probs.dtype), probs, -1, probs.dtype).to(q.dtype)
+        probs = self._live_probs(q[:, :, 0], keys, frozen_bias, k[:, :, 0], live_bias, 1)  # [B, H, A, n + a]
+        g = grad.view(b, copies, a, heads, d).permute(0, 3, 1, 2, 4).reshape(b, groups, per_group * copies * a, d)
+        g_copies = g.view(b, groups, per_group, copies, a, d)
+        q_one, k_one = q.view(b, groups, per_group, 1, a, d), k.view(b, groups, 1, 1, a, d)
+        v_one = v.view(b, groups, 1, 1, a, d)
+        d_probs = torch.cat([(g @ values.transpose(-1, -2)).view(b, heads, copies, a, n),
+                             (g_copies @ v_one.transpose(-1, -2)).view(b, heads, copies, a, a)], dim=-1)
+        p = probs[:, :, None].expand(b, heads, copies, a, n + a)
+        d_scores = torch._softmax_backward_data(d_probs.to(probs.dtype), p, -1, probs.dtype).to(q.dtype)
         d_frozen, d_live = d_scores.split([n, a], dim=-1)
         d_live = d_live.reshape(b, groups, per_group, copies, a, a)
-        q_copies = q.reshape(b, groups, per_group, copies, a, d)
-        dq = (d_frozen.reshape(b, groups, per_group * rows, n) @ keys).view(b, heads, rows, d) \
-            + (d_live @ k_copies).view(b, heads, rows, d)
-        dk = (d_live.transpose(-1, -2) @ q_copies).sum(2).view(b, groups, rows, d)
-        dv = (p[..., n:].reshape(b, groups, per_group, copies, a, a).transpose(-1, -2) @ g_copies).sum(2)
-        return dq * scale, dk * scale, dv.view(b, groups, rows, d)
+        dq = (d_frozen.reshape(b, groups, per_group * copies * a, n) @ keys).view(b, heads, copies, a, d) \
+            + (d_live @ k_one).view(b, heads, copies, a, d)
+        dk = (d_live.transpose(-1, -2) @ q_one).sum(2)
+        p_live = probs[..., n:].to(q.dtype).reshape(b, groups, per_group, 1, a, a)
+        dv = (p_live.transpose(-1, -2) @ g_copies).sum(2)
+        return dq * scale, dk * scale, dv
 
     def _attend_fused_backward(self, grad: Tensor, q: Tensor, k: Tensor, v: Tensor, given: dict, *, keys: Tensor,
                                values: Tensor, bias: Tensor, slots: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The live queries' attention's input gradients (dq [B, H, A, D], dk and dv [B, H_kv,
-        A, D]) from ``grad`` [B, A, H*D], through CPU flash attention's own backward, for the
-        route with many live rows: the frozen pass ran that kernel over every query and kept,
+        """The live queries' attention's input gradients (dq [B, H, 1, A, D], dk and dv [B,
+        H_kv, 1, A, D]: one copy, as ``_attend_live_backward``'s) from ``grad`` [B, A, H*D],
+        given q [B, H, 1, A, D], through CPU flash attention's own backward, for the route
+        with many live rows (``forward_live``, which runs no copies): the frozen pass ran that kernel over every query and kept,
         at the live rows, its output and each query's log-sum-exp (``_layer``), which the
         kernel's backward takes in place of the probabilities. The live rows' fresh keys and
         values equal the frozen ones at their ``slots`` ([B, H_kv, A, D] indices into L), so
@@ -310,9 +309,10 @@ class TransformerDenoiser(Denoiser):
         g = (grad * keep).view(b, a, self.n_heads, self.head_dim).transpose(1, 2)
         out = given["attn"].view(b, a, self.n_heads, self.head_dim).transpose(1, 2)
         dq, d_keys, d_values = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            g, q, keys, values, out, given["lse"].transpose(1, 2), 0.0, False, attn_mask=bias)
+            g, q[:, :, 0], keys, values, out, given["lse"].transpose(1, 2), 0.0, False, attn_mask=bias)
         keep = keep[:, None]  # [B, 1, A, 1]
-        return dq, d_keys.gather(2, slots) * keep, d_values.gather(2, slots) * keep
+        dk, dv = d_keys.gather(2, slots) * keep, d_values.gather(2, slots) * keep
+        return dq[:, :, None], dk[:, :, None], dv[:, :, None]
 
     def _live_biases(self, key_mask: Tensor, live_rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(valid [B, A], frozen-key bias [B, 1, 1, L], live-key bias [B, 1, 1, A]) in float32;
@@ -348,14 +348,17 @@ class TransformerDenoiser(Denoiser):
         every value of a block is known, and each block is one ``_LiveLayer`` node whose
         backward is written by hand, as in ``forward_live``."""
         length = state.key_mask.shape[1]
-        a = live_embeds.shape[1] // copies
-        _, frozen_bias, live_bias = self._live_biases(state.key_mask, live_rows)
-        positions = state.positions.gather(1, live_rows.clamp(max=length - 1)).repeat(1, copies)
-        cos, sin = self._rotary(live_embeds, positions)
+        b, a = live_rows.shape
         kept = _kept_entries(state, live_rows, live_embeds[:, :a])
-        if kept is not None and copies > 1:  # every copy's rows, read by one index_select per kept value
-            kept = kept.view(live_rows.shape[0], a).repeat(1, copies).flatten()
-        tables = _rotary_tables(cos, sin)
+        if kept is not None and self._by_hand():
+            h, head = self._live_blocks(state, live_rows, live_embeds, kept)
+            return _given(h, head.repeat(1, copies, 1) if copies > 1 else head, self.hf.lm_head)
+        _, frozen_bias, live_bias = self._live_biases(state.key_mask, live_rows)
+        cos, sin = self._rotary(live_embeds, state.positions.gather(1, live_rows.clamp(max=length - 1)))
+        if copies > 1:
+            cos, sin = cos.repeat(1, 1, copies, 1), sin.repeat(1, 1, copies, 1)
+            if kept is not None:  # every copy's rows, read by one index_select per kept value
+                kept = kept.view(b, a).repeat(1, copies).flatten()
 
         def linear(x: Tensor, module, value: Tensor | None = None) -> Tensor:
             """``value``: the map's output at every row of x, when kept (already laid copy by copy)."""
@@ -368,12 +371,6 @@ class TransformerDenoiser(Denoiser):
 
         h = live_embeds
         for i, (layer, k_frozen, v_frozen) in enumerate(zip(self.hf.model.layers, state.keys, state.values)):
-            if kept is not None and self._by_hand():
-                given = {name: _rows(t, kept) for name, t in state.kept.values[i].items()}
-                grad = partial(self._attend_live_backward, keys=k_frozen, values=v_frozen, frozen_bias=frozen_bias,
-                               live_bias=live_bias, copies=copies)
-                h = _LiveLayer.apply(h, self, layer, given, tables, grad)
-                continue
             attn, mlp = layer.self_attn, layer.mlp
             given = (lambda name: None) if kept is None else (lambda name: _rows(state.kept.values[i][name], kept))
             x = _rms_norm(layer.input_layernorm, h)
@@ -389,6 +386,36 @@ class TransformerDenoiser(Denoiser):
             h = h + linear(act, mlp.down_proj, given("down"))
         head = None if kept is None else _rows(state.kept.head, kept)
         return linear(_rms_norm(self.hf.model.norm, h), self.hf.lm_head, head)
+
+    def _live_blocks(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor,
+                     kept: Tensor) -> tuple[Tensor, Tensor]:
+        """The live pass over C copies of the live rows (``live_embeds`` [B, C*A, d]) where the
+        state kept every value of every block at them (``kept``, from ``_kept_entries``) and
+        the blocks' backward is written by hand (``_by_hand``): (the final norm's output
+        [B, C*A, d], with graph, one ``_LiveLayer`` node per block; the LM head's output at
+        the A rows [B, A, V], the same for every copy). Every value is read once, at the A
+        rows, and the copies' blocks broadcast it."""
+        _, frozen_bias, live_bias = self._live_biases(state.key_mask, live_rows)
+        length = state.key_mask.shape[1]
+        tables = _rotary_tables(*self._rotary(live_embeds, state.positions.gather(1, live_rows.clamp(max=length - 1))))
+        h = live_embeds
+        for i, (layer, k_frozen, v_frozen) in enumerate(zip(self.hf.model.layers, state.keys, state.values)):
+            given = {name: _rows(t, kept) for name, t in state.kept.values[i].items()}
+            grad = partial(self._attend_live_backward, keys=k_frozen, values=v_frozen, frozen_bias=frozen_bias,
+                           live_bias=live_bias)
+            h = _LiveLayer.apply(h, self, layer, given, tables, grad)
+        return _rms_norm(self.hf.model.norm, h), _rows(state.kept.head, kept)
+
+    def live_head_copies(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> tuple | None:
+        """See ``Denoiser.live_head_copies``: given where every block's values were kept
+        (``_live_blocks``)."""
+        copies, b, a, d = live_embeds.shape
+        kept = _kept_entries(state, live_rows, live_embeds[0])
+        if kept is None or not self._by_hand():
+            return None
+        rows = live_embeds.permute(1, 0, 2, 3).reshape(b, copies * a, d)
+        hidden, head = self._live_blocks(state, live_rows, rows, kept)
+        return hidden.view(b, copies, a, d).permute(1, 0, 2, 3), head, self.hf.lm_head.weight
 
     # A block whose every value at the live rows the frozen pass computed gets its backward
     # written by hand (``_LiveLayer``); False builds its graph with autograd instead, the
@@ -461,7 +488,7 @@ class TransformerDenoiser(Denoiser):
                                    slots=clamped[:, None, :, None].expand_as(slot_a), valid=valid)
                 elif by_hand:
                     grad = partial(self._attend_live_backward, keys=k_f, values=v_f, frozen_bias=frozen_bias,
-                                   live_bias=live_bias, copies=1)
+                                   live_bias=live_bias)
                 if by_hand:
                     h = _LiveLayer.apply(h, self, layer, given, tables, grad)
                     continue
@@ -581,14 +608,15 @@ def _rms_norm_backward(norm, x: Tensor, grad: Tensor) -> Tensor:
 
 
 def _rotary_tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(cos, turn, back) for ``_rotate`` and ``_rotary_backward``, made once per live pass.
+    """(cos, turn, back) [B, 1, 1, A, D] (heads, copies, rows) from cos and sin [B, 1, A, D],
+    for ``_rotate`` and ``_rotary_backward``, made once per live pass.
     rot(h) = (-h2, h1) is roll(h) = (h2, h1) times the signs (-1, +1), so rot(h) sin =
     roll(h) turn with turn = (-sin1, sin2); its transpose rot^T(u) = (u2, -u1) gives
     rot^T(g sin) = roll(g) back with back = (sin2, -sin1) = roll(turn). One roll and one
     multiply-add in place of a split, a negation and a concatenation."""
     half = sin.shape[-1] // 2
-    turn = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
-    return cos, turn, turn.roll(half, -1)
+    turn = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)[:, :, None]
+    return cos[:, :, None], turn, turn.roll(half, -1)
 
 
 def _rotate(x: Tensor, cos: Tensor, turn: Tensor) -> Tensor:
@@ -609,16 +637,19 @@ def _rotary_backward(grad: Tensor, cos: Tensor, back: Tensor) -> Tensor:
 
 
 class _LiveLayer(torch.autograd.Function):
-    """One block over live rows h [B, C*A, d] (C copies of A rows, laid copy by copy) where the
-    frozen pass computed every value of the block at those rows: ``given`` holds the outputs
-    of its seven linear maps there (``_layer``'s ``taken``, repeated over the copies). The
-    forward only adds the two residual branches, h + o + down, as ``_layer`` does (bit for
-    bit); the backward is the block's input gradient written out: the MLP's (SiLU gate times
-    up), the second norm's, the live queries' attention's (``attention_grad``: with few live
-    rows ``_attend_live_backward``, which computes their probabilities, the one piece of the
-    forward that nothing had computed; with many, ``_attend_fused_backward``, the fused
-    kernel's own backward from the log-sum-exp the frozen pass kept), the rotary's and the
-    first norm's, with every linear map's input gradient grad W.
+    """One block over live rows h [B, C*A, d], C copies of A rows laid copy by copy (C = 1
+    outside ``candidates``' leave-one-out), where the frozen pass computed every value of the
+    block at those rows: ``given`` holds the outputs of its seven linear maps at the A rows
+    (``_layer``'s ``taken``). The copies hold the same values and differ only in their
+    gradients, so every value is read and computed once, over the A rows, and the copies'
+    backward broadcasts it. The forward only adds the two residual branches, h + o + down,
+    as ``_layer`` does (bit for bit); the backward is the block's input gradient written out:
+    the MLP's (SiLU gate times up), the second norm's, the live queries' attention's
+    (``attention_grad``: with few live rows ``_attend_live_backward``, which computes their
+    probabilities, the one piece of the forward that nothing had computed; with many,
+    ``_attend_fused_backward``, the fused kernel's own backward from the log-sum-exp the
+    frozen pass kept), the rotary's and the first norm's, with every linear map's input
+    gradient grad W.
 
     Why by hand: a graph built with autograd would run the block's norms, rotary, activation
     and attention over the live rows in the forward, although their values are never read
@@ -630,11 +661,15 @@ class _LiveLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: Tensor, model, layer, given: dict, tables: tuple, attention_grad) -> Tensor:
-        mid = h + given["o"]
-        ctx.save_for_backward(h, mid)
+        b, rows, width = h.shape
+        a = given["o"].shape[1]
+        first = h[:, :a]  # every copy's values
+        mid = first + given["o"]
+        ctx.save_for_backward(first, mid)
         ctx.model, ctx.layer, ctx.given, ctx.tables, ctx.attention_grad = model, layer, given, tables, attention_grad
         ctx.compiled = getattr(_COMPILE, "enabled", False)
-        return mid + given["down"]
+        out = mid + given["down"]
+        return out.repeat(1, rows // a, 1) if rows > a else out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -646,31 +681,36 @@ class _LiveLayer(torch.autograd.Function):
 
 def block_backward(grad: Tensor, h: Tensor, mid: Tensor, model, layer, given: dict, tables: tuple,
                    attention_grad) -> Tensor:
-    """``_LiveLayer``'s backward: the block's input gradient at its live rows h [B, R, d] (mid
-    = h + o) for the output gradient ``grad``; a plain function of its arguments, so that
-    ``torch.compile`` can take it whole (``compiled_backward``)."""
+    """``_LiveLayer``'s backward: the block's input gradient [B, C*A, d] at C copies of its
+    live rows for the output gradient ``grad`` [B, C*A, d], from the copies' common values at
+    the A rows: h [B, A, d], mid = h + o, ``given``; a plain function of its arguments, so
+    that ``torch.compile`` can take it whole (``compiled_backward``). Gradients run as
+    [B, C, A, .], values as [B, 1, A, .]."""
     cos, turn, back = tables  # _rotary_tables
     attn, mlp = layer.self_attn, layer.mlp
     b, rows, width = grad.shape
+    a = h.shape[1]
+    copies = rows // a
     heads, groups, d = model.n_heads, model.n_kv_heads, model.head_dim
-    # Rows flattened to 2-D throughout: each linear map's input gradient is one matmul
+    # Rows flattened to 2-D for every product: each linear map's input gradient is one matmul
     # (addmm where two sum), and no view is made per map.
     flat = grad.reshape(-1, width)
-    gate, up = given["gate"].view(b * rows, -1), given["up"].view(b * rows, -1)
-    d_act = flat @ mlp.down_proj.weight
-    d_x = torch.addmm(torch.ops.aten.silu_backward(d_act * up, gate) @ mlp.gate_proj.weight,
-                      d_act * F.silu(gate), mlp.up_proj.weight)
-    d_mid = flat + _rms_norm_backward(layer.post_attention_layernorm, mid.reshape(b * rows, width), d_x)
+    gate, up = given["gate"][:, None], given["up"][:, None]
+    d_act = (flat @ mlp.down_proj.weight).view(b, copies, a, -1)
+    d_x = torch.addmm(torch.ops.aten.silu_backward(d_act * up, gate).view(b * rows, -1) @ mlp.gate_proj.weight,
+                      (d_act * F.silu(gate)).view(b * rows, -1), mlp.up_proj.weight)
+    d_mid = flat + _rms_norm_backward(layer.post_attention_layernorm, mid[:, None],
+                                      d_x.view(b, copies, a, width)).view(b * rows, width)
     # Queries and keys rotated together: one rotation over their heads side by side.
-    qk = torch.cat((given["q"], given["k"]), dim=-1).view(b, rows, heads + groups, d).transpose(1, 2)
+    qk = torch.cat((given["q"], given["k"]), dim=-1).view(b, a, heads + groups, d).transpose(1, 2)[:, :, None]
     q, k = _rotate(qk, cos, turn).split((heads, groups), dim=1)
-    v = given["v"].view(b, rows, groups, d).transpose(1, 2)
+    v = given["v"].view(b, a, groups, d).transpose(1, 2)[:, :, None]
     dq, dk, dv = attention_grad((d_mid @ attn.o_proj.weight).view(b, rows, -1), q, k, v, given)
-    d_qk = _rotary_backward(torch.cat((dq, dk), dim=1), cos, back).transpose(1, 2).reshape(b * rows, -1)
+    d_qk = _rotary_backward(torch.cat((dq, dk), dim=1), cos, back).permute(0, 2, 3, 1, 4).reshape(b * rows, -1)
     d_q, d_k = d_qk.split((heads * d, groups * d), dim=1)
-    d_v = dv.transpose(1, 2).reshape(b * rows, -1)
+    d_v = dv.permute(0, 2, 3, 1, 4).reshape(b * rows, -1)
     d_x = torch.addmm(torch.addmm(d_q @ attn.q_proj.weight, d_k, attn.k_proj.weight), d_v, attn.v_proj.weight)
-    d_h = d_mid + _rms_norm_backward(layer.input_layernorm, h.reshape(b * rows, width), d_x)
+    d_h = d_mid + _rms_norm_backward(layer.input_layernorm, h[:, None], d_x.view(b, copies, a, width)).view(-1, width)
     return d_h.view(b, rows, width)
 
 

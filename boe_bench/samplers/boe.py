@@ -23,7 +23,8 @@ Which rows carry gradient (``rows``) and which entropies form S (``targets``):
   recomputed after it: |C|^2 rows forward and backward (charged |C| + 2|C|^2). That forward
   keeps its linear maps' outputs at the rows C can come from (``kept_rows``), and the
   recompute is given them, so its forward is the blocks' residual sums and the copies'
-  entropies, computed once; the backward is written by hand (``_LiveLayer``).
+  entropies, computed once; the backward is written by hand (``_LiveLayer``) and reads every
+  value once for all copies, the LM head's input gradient included (``_HeadEntropy``).
 - ``all``: every row live, plain autograd through the whole model (the dense reference,
   the "w/o ActiveQueryAttention" ablation).
 Live rows = C with targets outside C is the literal reading of eqs. 11 + 30 and gives

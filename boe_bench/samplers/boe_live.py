@@ -52,8 +52,10 @@ def live_tis_pass(model: Denoiser, frozen: FrozenState, inputs: LiveInputs) -> T
     from copy c. That is |A|^2 rows forward and |A|^2 rows backward (input gradients only),
     within the |A| + 2|A|^2 the accounting charges, in one pass of plain operators; the copies
     hold the same values, so their entropies are computed once (``weighted_entropy``) and,
-    where the step's forward kept the live rows' linear maps, the blocks' forward over the
-    copies is only their residual sums (``_LiveLayer``). Two
+    where the step's forward kept the live rows' linear maps, every value is read once at
+    the A rows: the blocks' forward is only their residual sums, their backward broadcasts
+    those values over the copies (``_LiveLayer``), and the LM head's input gradient is one
+    A-row product scaled per copy (``live_head_copies``, ``_HeadEntropy``). Two
     earlier forms cost more than charged on the CPU (results/bench/boe_profile.md): a Python
     loop of |A| backwards paid the per-operator cost |A| times, and one batched backward of a
     single-copy forward (``is_grads_batched``) runs every backward operator under vmap, 3x
@@ -67,8 +69,12 @@ def live_tis_pass(model: Denoiser, frozen: FrozenState, inputs: LiveInputs) -> T
     copies = inputs.weights.shape[0]
     embeds = inputs.embeds.detach().expand(copies, *inputs.embeds.shape).clone().requires_grad_(True)
     with torch.enable_grad():
-        logits = model.live_forward_copies(frozen, inputs.rows, embeds)  # [C, B, A, V]
-        (grads,) = torch.autograd.grad(weighted_entropy(logits, inputs.weights), embeds)
+        head = model.live_head_copies(frozen, inputs.rows, embeds)
+        if head is None:
+            objective = weighted_entropy(model.live_forward_copies(frozen, inputs.rows, embeds), inputs.weights)
+        else:  # the head's input gradient over the A rows once (``_HeadEntropy``)
+            objective = _HeadEntropy.apply(head[0], head[1], inputs.weights, head[2])
+        (grads,) = torch.autograd.grad(objective, embeds)
     own = grads.diagonal(dim1=0, dim2=2).permute(0, 2, 1)  # [C, B, A, d] -> [B, A, d]: copy c at entry c
     return -inner(own, inputs.delta)
 
@@ -108,6 +114,30 @@ class _WeightedEntropy(torch.autograd.Function):
         p, log_p, ent, weights = ctx.saved_tensors
         d_logits = -p * (log_p + ent[..., None])  # dH/dz over the first copy [B, A, V]
         return ((grad * weights.to(p.dtype))[..., None] * d_logits).to(ctx.dtype), None
+
+
+class _HeadEntropy(torch.autograd.Function):
+    """``_WeightedEntropy`` over logits z[c] = x[c] W^T that the model already knows (the same
+    for every copy, ``Denoiser.live_head_copies``), taking the head input x [C, B, A, d], the
+    logits z [B, A, V], the weights w [C, B, A] and W [V, d]. Since dS/dz[c] = w[c] dH/dz, the
+    head's input gradient is dS/dx[c] = w[c] (dH/dz W): one [A, V] x [V, d] product for all
+    copies, where the head's own backward would run it over the C*A rows (about 0.7 ms of a
+    ranking step on ``cpu-bench``) after ``_WeightedEntropy`` had written a [C, B, A, V]
+    gradient. The same value and gradient to rounding (tests)."""
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, logits: Tensor, weights: Tensor, head: Tensor) -> Tensor:
+        p, log_p = probs_and_safe_log_probs(logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1))
+        ent = -(p * log_p).sum(-1)  # [B, A]
+        ctx.save_for_backward(p, log_p, ent, weights, head)
+        return (weights.to(ent.dtype) * ent).sum()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        p, log_p, ent, weights, head = ctx.saved_tensors
+        d_logits = (-p * (log_p + ent[..., None])).to(head.dtype)  # dH/dz [B, A, V]
+        d_hidden = (d_logits.flatten(0, 1) @ head).view(*d_logits.shape[:2], -1)  # [B, A, d]
+        return (grad * weights)[..., None].to(head.dtype) * d_hidden, None, None, None
 
 
 def padded_frozen(frozen: FrozenState) -> FrozenState:
