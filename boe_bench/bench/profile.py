@@ -61,6 +61,7 @@ def phases(model):
         (model, "forward_live", "forward"), (model, "forward_with_state", "forward"), (model, "forward", "forward"),
         (boe_module.BoESampler, "dense_forward", "forward"),
         (model, "live_forward", "live-row recompute"), (model, "live_forward_copies", "live-row recompute"),
+        (model, "live_head_copies", "live-row recompute"),
         (boe_module.BoESampler, "one_pass_tis", "live-row backward"),
         (boe_module, "live_tis_pass", "live-row backward"), (boe_module.BoESampler, "dense_tis", "live-row backward"),
         (boe_module, "soft_write_shift", "soft write"),
