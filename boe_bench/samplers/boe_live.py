@@ -89,6 +89,18 @@ def weighted_entropy(logits: Tensor, weights: Tensor) -> Tensor:
     return _WeightedEntropy.apply(logits, weights)
 
 
+def _entropies(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(p, log p, H) of logits [..., V], in at least float32. Forbidden tokens (p = 0) add
+    nothing to H or to its gradient, as in ``entropy`` (the same ``probs_and_safe_log_probs``)."""
+    p, log_p = probs_and_safe_log_probs(logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1))
+    return p, log_p, -(p * log_p).sum(-1)
+
+
+def _entropy_grad(p: Tensor, log_p: Tensor, ent: Tensor) -> Tensor:
+    """dH/dz = -p (log p + H), from ``_entropies``."""
+    return -p * (log_p + ent[..., None])
+
+
 class _WeightedEntropy(torch.autograd.Function):
     """sum_c sum_a w[c, a] H(logits[c, a]) for C copies [C, B, A, V] holding the same values,
     weights w [C, B, A]. The entropies and their gradient dH/dz = -p (log p + H) are computed
@@ -96,15 +108,11 @@ class _WeightedEntropy(torch.autograd.Function):
     ``entropy`` the log-softmax, the entropy and their backward would run over all C*A rows of
     V logits (about a tenth of a step at L = 256, |C| = 8, on ``cpu-bench``). With one copy,
     autograd's graph of ``entropy`` makes about ten passes over the A x V logits in its
-    backward where this makes three.
-    Forbidden tokens (p = 0) add nothing to the value or the gradient, as in ``entropy``
-    (the same ``probs_and_safe_log_probs``)."""
+    backward where this makes three (``_entropies``, ``_entropy_grad``)."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, weights: Tensor) -> Tensor:
-        p, log_p = probs_and_safe_log_probs(
-            logits[0].to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1))
-        ent = -(p * log_p).sum(-1)  # [B, A]
+        p, log_p, ent = _entropies(logits[0])  # ent [B, A]
         ctx.save_for_backward(p, log_p, ent, weights)
         ctx.dtype = logits.dtype
         return (weights.to(ent.dtype) * ent).sum()
@@ -112,7 +120,7 @@ class _WeightedEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         p, log_p, ent, weights = ctx.saved_tensors
-        d_logits = -p * (log_p + ent[..., None])  # dH/dz over the first copy [B, A, V]
+        d_logits = _entropy_grad(p, log_p, ent)  # over the first copy [B, A, V]
         return ((grad * weights.to(p.dtype))[..., None] * d_logits).to(ctx.dtype), None
 
 
@@ -127,15 +135,14 @@ class _HeadEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden: Tensor, logits: Tensor, weights: Tensor, head: Tensor) -> Tensor:
-        p, log_p = probs_and_safe_log_probs(logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1))
-        ent = -(p * log_p).sum(-1)  # [B, A]
+        p, log_p, ent = _entropies(logits)  # ent [B, A]
         ctx.save_for_backward(p, log_p, ent, weights, head)
         return (weights.to(ent.dtype) * ent).sum()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         p, log_p, ent, weights, head = ctx.saved_tensors
-        d_logits = (-p * (log_p + ent[..., None])).to(head.dtype)  # dH/dz [B, A, V]
+        d_logits = _entropy_grad(p, log_p, ent).to(head.dtype)  # [B, A, V]
         d_hidden = (d_logits.flatten(0, 1) @ head).view(*d_logits.shape[:2], -1)  # [B, A, d]
         return (grad * weights)[..., None].to(head.dtype) * d_hidden, None, None, None
 
