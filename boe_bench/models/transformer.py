@@ -410,8 +410,8 @@ class TransformerDenoiser(Denoiser):
         """See ``Denoiser.live_head_copies``: given where every block's values were kept
         (``_live_blocks``)."""
         copies, b, a, d = live_embeds.shape
-        kept = _kept_entries(state, live_rows, live_embeds[0])
-        if kept is None or not self._by_hand():
+        kept = _kept_entries(state, live_rows, live_embeds[0]) if self._by_hand() else None
+        if kept is None:  # live_forward_copies computes its own
             return None
         rows = live_embeds.permute(1, 0, 2, 3).reshape(b, copies * a, d)
         hidden, head = self._live_blocks(state, live_rows, rows, kept)
