@@ -1,13 +1,15 @@
 """``python -m boe_bench task=gsm8k sampler=boe``: one evaluation job, composed by Hydra.
 
 Whatever the user can get wrong (an unknown option or config name, an unparsable override,
-a refused value, an out_dir that is a file) ends in one sentence on stderr and exit code 2;
+a refused value, an out_dir that is a file) ends in one sentence on stderr and exit code 2,
+and a refused job leaves no run directory behind (``remove_refused_run_dir``);
 an interrupt (Ctrl-C, SIGTERM) in one line saying how to resume, exit 130/143. Tracebacks are
 kept for real faults, and for everything when the user sets HYDRA_FULL_ERROR=1.
 """
 import os
 import signal
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,10 +32,49 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         # In a sweep one refused cell must not stop the others: Hydra marks it failed, runs
         # the rest, then exits non-zero naming it. A re-run redoes only unfinished cells.
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
             raise
+        named = any(o.split("=", 1)[0].lstrip("+~") in ("out_dir", "hydra.run.dir")
+                    for o in (*hydra_cfg.overrides.task, *hydra_cfg.overrides.hydra))
+        remove_refused_run_dir(Path(hydra_cfg.runtime.output_dir), keep_dir=named)
         sys.exit(EXIT_CONFIG)
     print(summary_line(summary, cfg.out_dir))
+
+
+HYDRA_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}
+
+
+def remove_refused_run_dir(run_dir: Path, keep_dir: bool = False) -> None:
+    """Remove what Hydra wrote for a job that was then refused (``.hydra/`` and an empty log)
+    and, unless ``keep_dir`` (an out_dir the user named), the run directory it leaves empty
+    and the empty directories above it, up to the working directory: a refused command leaves
+    nothing that looks like a run. Only where the directory holds nothing else: one that
+    holds records, or anything of the user's, is left as it is."""
+    try:
+        entries = list(run_dir.iterdir())
+        hydra = run_dir / ".hydra"
+        logs = [e for e in entries if e.suffix == ".log" and e.is_file() and e.stat().st_size == 0]
+        if set(entries) - {hydra, *logs}:
+            return
+        if hydra.exists() and not ({e.name for e in hydra.iterdir()} <= HYDRA_FILES):
+            return
+        for log in logs:
+            log.unlink()
+        if hydra.exists():
+            for name in HYDRA_FILES:
+                (hydra / name).unlink(missing_ok=True)
+            hydra.rmdir()
+        if keep_dir:
+            return
+        run_dir.rmdir()
+        cwd = Path.cwd().resolve()
+        for parent in run_dir.resolve().parents:
+            if parent == cwd or cwd not in parent.parents:
+                break
+            parent.rmdir()  # OSError where not empty: the walk stops there
+    except OSError:  # best effort: the refusal itself has been said
+        pass
 
 
 def summary_line(summary: dict, out_dir: str) -> str:

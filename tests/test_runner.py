@@ -402,3 +402,20 @@ def test_changed_config_in_same_out_dir_is_refused(tmp_path):
     result = run_cli(*[o for o in JOB if not o.startswith("steps")], "steps=16", "limit=1", out_dir=tmp_path,
                      check=False)
     assert result.returncode != 0 and "different configuration" in result.stderr
+
+
+def test_a_refused_command_leaves_no_run_directory(tmp_path):
+    """A refused job left Hydra's .hydra/ and an empty log in its run directory (a hashed
+    directory of its own under runs/), which looked like a run that had started. Where the
+    user named the out_dir it stays, empty; one that holds anything else is not touched."""
+    refused = [*JOB, "sampler.temperature=-1", "progress=false"]
+    result = subprocess.run([sys.executable, "-m", "boe_bench", *refused], capture_output=True, text=True,
+                            cwd=tmp_path, env=env(), timeout=300)
+    assert_one_sentence(result, "temperature must be >= 0")
+    assert list(tmp_path.iterdir()) == []
+    named = tmp_path / "named"
+    assert_one_sentence(run_cli(*refused, out_dir=named, check=False), "temperature must be >= 0")
+    assert named.is_dir() and list(named.iterdir()) == []
+    (named / "notes.txt").write_text("mine")
+    assert_one_sentence(run_cli(*refused, out_dir=named, check=False), "temperature must be >= 0")
+    assert (named / "notes.txt").read_text() == "mine" and (named / ".hydra" / "config.yaml").exists()
