@@ -50,7 +50,9 @@ backward), so its cost rises with rho only through how many steps rank. The numb
   ``candidates``' copies read every kept value once (three runs, dec20, a slower host):
   ``candidates`` 1.073-1.086x, ``masked`` (whose work did not change) 1.156-1.169x; the same
   code on the VM's AMD host (three runs, dec21): ``masked`` 1.110-1.142x, ``candidates``
-  1.052-1.074x, both targets met in all three. What such a
+  1.052-1.074x, both targets met in all three; its all-variant run there (dec22), rho 0.10 /
+  0.25 / 0.50: ``masked`` 1.10 / 1.11 / 1.12x (accounted 1.09 / 1.11 / 1.12), ``candidates``
+  1.04 / 1.06 / 1.13x (accounted 1.01 / 1.05 / 1.19), both rising. What such a
   decode would cost on that CPU with no operator overhead (the roofline: each ranking step at
   the larger of its accounting and one forward plus the reads of one live row's input
   gradient, 0.024-0.035 of a forward) is 1.11 for ``masked`` and 1.06 for ``candidates`` at
