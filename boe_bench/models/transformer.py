@@ -331,10 +331,8 @@ class TransformerDenoiser(Denoiser):
         """The copies folded into the rows: one pass over [B, C*A] rows, whose queries meet
         the frozen keys in one matmul per layer (``_attend_live``), not C batch entries over
         C copies of the frozen state."""
-        copies, b, a, d = live_embeds.shape
-        rows = live_embeds.permute(1, 0, 2, 3).reshape(b, copies * a, d)
-        out = self._live_forward(state, live_rows, rows, copies)
-        return out.view(b, copies, a, -1).permute(1, 0, 2, 3)
+        out = self._live_forward(state, live_rows, _copies_to_rows(live_embeds), len(live_embeds))
+        return _rows_to_copies(out, len(live_embeds))
 
     def _live_forward(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor, copies: int) -> Tensor:
         """``live_forward`` over ``copies`` copies of the live rows laid copy by copy along the
@@ -409,13 +407,11 @@ class TransformerDenoiser(Denoiser):
     def live_head_copies(self, state: FrozenState, live_rows: Tensor, live_embeds: Tensor) -> tuple | None:
         """See ``Denoiser.live_head_copies``: given where every block's values were kept
         (``_live_blocks``)."""
-        copies, b, a, d = live_embeds.shape
         kept = _kept_entries(state, live_rows, live_embeds[0]) if self._by_hand() else None
         if kept is None:  # live_forward_copies computes its own
             return None
-        rows = live_embeds.permute(1, 0, 2, 3).reshape(b, copies * a, d)
-        hidden, head = self._live_blocks(state, live_rows, rows, kept)
-        return hidden.view(b, copies, a, d).permute(1, 0, 2, 3), head, self.hf.lm_head.weight
+        hidden, head = self._live_blocks(state, live_rows, _copies_to_rows(live_embeds), kept)
+        return _rows_to_copies(hidden, len(live_embeds)), head, self.hf.lm_head.weight
 
     # A block whose every value at the live rows the frozen pass computed gets its backward
     # written by hand (``_LiveLayer``); False builds its graph with autograd instead, the
@@ -547,6 +543,18 @@ def _kept_entries(state: FrozenState, live_rows: Tensor, live_embeds: Tensor) ->
     with torch.no_grad():
         same = torch.equal(_rows(kept.embeds, flat)[valid], live_embeds.detach()[valid])
     return flat if same else None
+
+
+def _copies_to_rows(t: Tensor) -> Tensor:
+    """[C, B, A, F] -> [B, C*A, F]: C copies of the live rows laid copy by copy along the rows."""
+    copies, b, a, f = t.shape
+    return t.permute(1, 0, 2, 3).reshape(b, copies * a, f)
+
+
+def _rows_to_copies(t: Tensor, copies: int) -> Tensor:
+    """The inverse of ``_copies_to_rows``: [B, C*A, F] -> [C, B, A, F]."""
+    b, rows, f = t.shape
+    return t.view(b, copies, rows // copies, f).permute(1, 0, 2, 3)
 
 
 def _flat_rows(rows: Tensor, n: int) -> Tensor:
