@@ -37,36 +37,27 @@ has the paper's live set A_t := C_t, so its cost grows with rho as Table 5's doe
 rank at all (a step whose |C| = max(b_t, ceil(rho |M_block|)) fits the budget needs no
 backward), so its cost rises with rho only through how many steps rank. The numbers:
 - Cost, the GSM8K-shaped job (900-token prompt, L = 128, one token per step, blocks of 32,
-  thread CPU time, the decodes side by side step by step, freed memory kept in the process
-  (``boe_bench.cpu_memory``), as jobs run), rho 0.10 / 0.25 / 0.50, latest all-variant run:
-  ``masked`` 1.12 / 1.16 / 1.16x Confidence (accounted 1.09 / 1.11 / 1.12), ``candidates``
-  1.06 / 1.10 / 1.18x (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15). Over the
-  fourteen rho 0.25 runs made this way (repeats spread 1-6%), ``masked`` read 1.136-1.200x and
-  ``candidates`` 1.083-1.137x (results/bench/boe_decode.md, boe_decode_malloc.md); with
-  glibc's own thresholds, which let page faults fall unevenly on the variants, the runs
-  drifted by 0.04-0.08. Since the draw stopped copying the logits and the entropies take
-  three passes (three runs, dec17): ``masked`` 1.146-1.152x, ``candidates`` 1.082-1.091x,
-  although Confidence's step, the denominator, got 0.07 of itself cheaper. Since
-  ``candidates``' copies read every kept value once (three runs, dec20, a slower host):
-  ``candidates`` 1.073-1.086x, ``masked`` (whose work did not change) 1.156-1.169x; the same
-  code on the VM's AMD host (three runs, dec21): ``masked`` 1.110-1.142x, ``candidates``
-  1.052-1.074x, both targets met in all three; its all-variant run there (dec22), rho 0.10 /
-  0.25 / 0.50: ``masked`` 1.10 / 1.11 / 1.12x (accounted 1.09 / 1.11 / 1.12), ``candidates``
-  1.04 / 1.06 / 1.13x (accounted 1.01 / 1.05 / 1.19), both rising. What such a
-  decode would cost on that CPU with no operator overhead (the roofline: each ranking step at
-  the larger of its accounting and one forward plus the reads of one live row's input
-  gradient, 0.024-0.035 of a forward) is 1.11 for ``masked`` and 1.06 for ``candidates`` at
-  rho 0.25. The rest lies in the steps that rank, at a fixed 0.05-0.12
-  of a Confidence step each (the operator dispatch and small-operator work of a backward over
-  few rows, which the row-counting accounting does not charge); the steps that do not rank
-  cost Confidence's. ``compile_backward: true`` (CPU) takes part of that fixed cost away:
-  side by side in one run it saved 0.008-0.011 of the decode ratio for ``masked`` and
-  0.012 for ``candidates`` (two runs, results/bench/boe_decode.md; 0.007-0.024 and 0.012-0.015 over
-  five such comparisons, boe_profile_notes.md), a saving smaller than the same variant's
-  differences from one run to the next, so it stays an option (it compiles for seconds to a
-  minute and needs a C++ compiler). Both readings' accounted cost rises with rho, ``masked``'s only through
-  how many steps rank (1.09 -> 1.12), and in the latest run so does the measured one. At
-  blocks of 32 ``candidates`` is the cheaper reading and the one whose cost follows rho as Table 5's does.
+  random ``cpu-bench`` weights, thread CPU time, the decodes side by side step by step, freed
+  memory kept as jobs keep it; results/bench/boe_decode.md), rho 0.10 / 0.25 / 0.50, the two
+  latest all-variant runs (AMD EPYC host, dec22 / dec23): ``masked`` 1.10 / 1.11 / 1.12x and
+  1.10 / 1.13 / 1.15x Confidence (accounted 1.09 / 1.11 / 1.12), ``candidates`` 1.04 / 1.06 /
+  1.13x and 1.04 / 1.07 / 1.14x (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15).
+  Both rise with rho, ``masked``'s only through how many steps rank. At rho 0.25, three runs
+  per host: ``masked`` 1.110-1.142x on that host and 1.156-1.169x on an Intel Xeon host,
+  ``candidates`` 1.052-1.074x and 1.073-1.086x. With no operator overhead (the roofline: each
+  ranking step at the larger of its accounting and one forward plus the reads of one live
+  row's input gradient) the decode would cost 1.11x (``masked``) and 1.06x (``candidates``)
+  on both hosts. What lies above it is what a ranking step pays whatever its live rows (the
+  operator dispatch and small-operator work of a backward over few rows, about 6 ms on
+  ``cpu-bench``), which the row-counting accounting does not charge; on the AMD host the live
+  rows' work costs less than its charge and pays for it, on the Intel host not (there the
+  default misses 1.15x by 0.006-0.019). ``compile_backward: true`` (CPU) takes part of that
+  fixed cost away, 0.007-0.024 of the ratio on the Intel host (where it meets 1.15x) and
+  nothing measurable on the AMD one; it compiles for seconds to a minute and needs a C++
+  compiler, so it stays an option (boe_profile_notes.md). ``candidates`` at rho 0.50 reads
+  0.05-0.06 under its accounting, which charges the leave-one-out pass |C|^2 rows backward
+  while the copies share their values and the LM head's product. At blocks of 32
+  ``candidates`` is the cheaper reading and the one whose cost follows rho as Table 5's does.
 - Text model (``text_mdm``, d1's Sudoku, first 128 puzzles, blocks of 32, two tokens per
   step), rho 0.10 / 0.25 / 0.50: solved 28 / 28 / 29 (L = 128) and 30 / 30 / 27 (L = 256)
   with ``masked``, 28 / 28 / 27 and 30 / 30 / 26 with ``candidates``; at rho <= 0.25 the two
