@@ -162,3 +162,28 @@ def test_eos_suppression_and_eos_confidence(tiny_llada):
     finally:
         with torch.no_grad():
             tiny_llada.hf.lm_head.weight[eos] = saved
+
+
+@pytest.mark.parametrize("name", ["confidence", "margin", "entropy"])
+@pytest.mark.parametrize("options", [{}, {"temperature": 0.7, "eos_confidence_zero": True}])
+def test_block_only_scores_choose_as_whole_canvas_scores(name, options):
+    # A per-position score is computed at the block's columns only (Sampler.step); the choice
+    # must be the one the whole canvas's scores make, over several blocks and a padded batch.
+    model = build_tiny("llama", n_kv_heads=2, dtype="float64")
+    prompts = [model.tokenizer(t)["input_ids"] for t in ["a much longer prompt here", "short"]]
+    schedule = Schedule(16, 8, 4)
+    block_only = build_sampler(name, **options)
+    widths = []
+    score = block_only.score
+    block_only.score = lambda logits, tokens, state: (widths.append(logits.shape[1]), score(logits, tokens, state))[1]
+    canvas = build_sampler(name, **options)
+    canvas.score_per_position = False
+    ours, theirs = block_only.generate(model, prompts, schedule, seed=5), canvas.generate(model, prompts, schedule, seed=5)
+    assert set(widths) == {4}  # the block's columns, not the canvas
+    assert torch.equal(ours.tokens, theirs.tokens)
+
+
+def test_scores_that_read_positions_or_draws_keep_the_whole_canvas():
+    assert build_sampler("confidence").score_per_position
+    assert not build_sampler("random").score_per_position  # one draw per canvas position
+    assert not SAMPLERS.get("pc_sampler").score_per_position  # distance from the block start

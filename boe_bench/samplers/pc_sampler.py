@@ -55,6 +55,7 @@ def load_frequency_table(path: str | Path, vocab_size: int, tokenizer_size: int 
 @SAMPLERS.register("pc_sampler")
 class PCSampler(LocalPolicySampler):
     rank_precision = torch.float64
+    score_per_position = False  # its weight reads each position's distance from the block start
     def __init__(self, lam: float = 0.25, alpha: float = 10.0, freq_table: str | None = None, **common):
         super().__init__(**common)
         options.pc_sampler(lam=lam, alpha=alpha)

@@ -6,5 +6,7 @@ from boe_bench.samplers.base import LocalPolicySampler
 
 @SAMPLERS.register("random")
 class RandomSampler(LocalPolicySampler):
+    score_per_position = False  # one uniform per canvas position, as the reference draws them
+
     def score(self, logits, tokens, state):
         return state.uniform(tokens.shape)
