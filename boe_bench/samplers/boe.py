@@ -38,11 +38,13 @@ rank at all (a step whose |C| = max(b_t, ceil(rho |M_block|)) fits the budget ne
 backward), so its cost rises with rho only through how many steps rank. The numbers:
 - Cost, the GSM8K-shaped job (900-token prompt, L = 128, one token per step, blocks of 32,
   random ``cpu-bench`` weights, thread CPU time, the decodes side by side step by step, freed
-  memory kept as jobs keep it; results/bench/boe_decode.md), rho 0.10 / 0.25 / 0.50, the two
-  latest all-variant runs (AMD EPYC host, dec22 / dec23): ``masked`` 1.10 / 1.11 / 1.12x and
-  1.10 / 1.13 / 1.15x Confidence (accounted 1.09 / 1.11 / 1.12), ``candidates`` 1.04 / 1.06 /
-  1.13x and 1.04 / 1.07 / 1.14x (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15).
-  Both rise with rho, ``masked``'s only through how many steps rank. At rho 0.25, three runs
+  memory kept as jobs keep it; results/bench/boe_decode.md), rho 0.10 / 0.25 / 0.50, the three
+  latest all-variant runs (AMD EPYC host, dec22 / dec23 / dec25, the last with Confidence
+  scoring the block only, as this sampler reads it): ``masked`` 1.10 / 1.11 / 1.12x, 1.10 /
+  1.13 / 1.15x and 1.08 / 1.11 / 1.12x Confidence (accounted 1.09 / 1.11 / 1.12),
+  ``candidates`` 1.04 / 1.06 / 1.13x, 1.04 / 1.07 / 1.14x and 1.04 / 1.06 / 1.12x (accounted
+  1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15). Both rise with rho, ``masked``'s only
+  through how many steps rank. At rho 0.25, three runs
   per host: ``masked`` 1.110-1.142x on that host and 1.156-1.169x on an Intel Xeon host,
   ``candidates`` 1.052-1.074x and 1.073-1.086x. With no operator overhead (the roofline: each
   ranking step at the larger of its accounting and one forward plus the reads of one live
@@ -55,7 +57,7 @@ backward), so its cost rises with rho only through how many steps rank. The numb
   fixed cost away, 0.007-0.024 of the ratio on the Intel host (where it meets 1.15x) and
   nothing measurable on the AMD one; it compiles for seconds to a minute and needs a C++
   compiler, so it stays an option (boe_profile_notes.md). ``candidates`` at rho 0.50 reads
-  0.05-0.06 under its accounting, which charges the leave-one-out pass |C|^2 rows backward
+  0.05-0.07 under its accounting, which charges the leave-one-out pass |C|^2 rows backward
   while the copies share their values and the LM head's product. At blocks of 32
   ``candidates`` is the cheaper reading and the one whose cost follows rho as Table 5's does.
 - Text model (``text_mdm``, d1's Sudoku, first 128 puzzles, blocks of 32, two tokens per
