@@ -142,9 +142,11 @@ def test_decode_rows_carry_machine_load_and_accounted_ratio(tmp_path):
     # The read floor is measured once per run; a decode's roofline is at least its accounting.
     assert len({r["read_floor"] for r in rows}) == 1 and 0 < rows[0]["read_floor"] < 1
     assert "bound" not in rows[0] and all(r["bound"] >= r["accounted_ratio"] - 1e-4 for r in rows[1:])
+    # The product bound charges each ranking step a forward and its own products: above Confidence.
+    assert "product_bound" not in rows[0] and all(r["product_bound"] > 1.0 for r in rows[1:])
     text = summary(rows)
     assert "measured within 0.05 of accounted" in text and "rows: masked, rho 0.25 < 0.5" in text
-    assert "| boe_masked_rho0.25 | " in text.split("Step by step")[1]
+    assert "| boe_masked_rho0.25 | " in text.split("Step by step")[1] and "| product bound |" in text
     # Another job than the GSM8K shape is named in its heading and not held to the speed targets.
     assert "batch 1, prompt 40, L=32 (" in text and "- target" not in text
     assert "- target BoE (rows: masked, rho 0.25)" in summary([dict(r, prompt="", gen="") for r in rows])
@@ -184,6 +186,48 @@ def test_roofline_charges_each_ranking_step_at_least_the_read_floor():
     assert roofline(costs, base, 0.05) == pytest.approx((1.0 + 1.05 + 1.3 + 1.0) / 4)
     assert roofline(costs, base, 0.0) == pytest.approx(sum(costs) / 4)
     assert roofline(base, base, 0.5) == pytest.approx(1.0)
+
+
+def test_roofline_with_each_steps_own_floor_need_not_reach_the_accounting():
+    """With one floor per step and ``accounted=False`` (the product bound), a ranking step
+    costs one forward plus its own floor, below its accounting where the floor is lower."""
+    from boe_bench.bench.decode import roofline
+
+    base = [1.0, 1.0, 1.0, 1.0]
+    costs = [1.0, 1.01, 1.3, 1.0]
+    floors = [0.0, 0.2, 0.1, 0.0]
+    assert roofline(costs, base, floors, False) == pytest.approx((1.0 + 1.2 + 1.1 + 1.0) / 4)
+    assert roofline(costs, base, floors) == pytest.approx((1.0 + 1.2 + 1.3 + 1.0) / 4)
+
+
+@pytest.mark.parametrize("reading", ["candidates", "masked"])
+def test_each_step_records_the_rows_its_live_pass_ran(reading):
+    """A decode records, per step, the rows its live pass sent through the blocks' backward
+    and through the LM head's, from its accounting: ``candidates``' leave-one-out runs |C|
+    copies of its |C| rows through the blocks and |C| rows through the head; ``masked`` runs
+    its masked rows through both. The product floors are measured at exactly the ranking
+    steps' row counts."""
+    from boe_bench.bench.common import random_model, setup_device
+    from boe_bench.bench.decode import decode_fn, product_floors
+
+    setup_device("cpu")
+    model = random_model("test", "cpu", torch.float32)
+    prompts = [torch.randint(0, model.vocab_size - 1, (40,), generator=torch.Generator().manual_seed(0)).tolist()]
+    decoded = decode_fn(model, dict(name="boe", rows=reading, rho=0.5), prompts, 32)(lambda: None)
+    rows = decoded.step_rows
+    assert len(rows) == len(decoded.step_costs) == 32
+    assert sum(block for block, _ in rows) == decoded.accounting.live_rows_bwd
+    ranking = [r for r, c in zip(rows, decoded.step_costs) if c > 1.0]
+    assert ranking and all(block > 0 for block, _ in ranking)
+    assert all(block == 0 for (block, _), c in zip(rows, decoded.step_costs) if c == 1.0)
+    if reading == "candidates":
+        assert all(block == head * head for block, head in ranking) and any(head > 1 for _, head in ranking)
+        assert sum(head for _, head in ranking) == decoded.accounting.live_rows_fwd
+    else:  # the masked rows of the step, fewer by one each step within a block's ranking steps
+        assert all(block == head for block, head in ranking)
+        assert ranking[0][0] == 32 and all(a[0] > b[0] for a, b in zip(ranking, ranking[1:]))
+    floors = product_floors(model, 1, 72, [decoded], 1, "cpu")
+    assert set(floors) == set(ranking) and all(share > 0 for share in floors.values())
 
 
 def test_read_floor_times_one_rows_reads_against_a_forward():

@@ -15,7 +15,9 @@ live rows, what its live rows cost against their accounting, and how much of the
 outside the ranking steps; and, on a CPU, the read floor (``read_floor``: what one live row's
 input gradient must read, over a forward) and the roofline it sets (``roofline``: each
 ranking step at the larger of its accounting and one forward plus that floor): what the
-decode would cost on this machine with no operator overhead.
+decode would cost on this machine with no operator overhead; and the product bound (each
+ranking step at one forward plus the bare matrix products of its own live pass, at its own
+row counts, ``product_floor``): what this machine's BLAS charges for those products alone.
 
     python -m boe_bench.bench.decode                                    # CPU -> runs/bench/boe_decode.csv
     python -m boe_bench.bench.decode --out results/bench/boe_decode.csv # the committed table
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -53,11 +55,12 @@ TARGETS = {("masked", 0.25): 1.15, ("candidates", 0.25): 1.08}
 GPU_TARGET = 1.10  # the default at batch >= 8
 GAP_LIMIT = 0.05
 FLOOR_REPEATS = 15  # read_floor: one forward and one set of reads each, about a forward's time
+PRODUCT_REPEATS = 5  # product_floors: as many, at each live-row count a decode ranked with
 FIELDS = ["machine", "load_avg", "batch", "shape", "prompt", "gen", "dtype", "clock", "variant", "rows", "rho", "repeats",
           "seconds_median", "seconds_min", "seconds_max", "wall_median_s", "ratio_median", "ratio_min", "ratio_max",
           "ratio_spread", "wall_ratio_median", "flag", "ratio_floor", "interleave", "nfe", "cost_fwd_equiv",
           "accounted_ratio", "gap", "rank_steps", "fixed_per_rank_step", "backward_scale", "unaccounted_rank",
-          "unaccounted_other", "read_floor", "bound", "note"]
+          "unaccounted_other", "read_floor", "bound", "product_bound", "note"]
 
 
 # Variants decoded on a twin model whose live blocks build their graph with autograd
@@ -86,11 +89,22 @@ def variants(readings: list[str], rhos: list[float], dense: bool, twin: bool = F
 
 @dataclass
 class Decoded:
-    """What one decode hands the bench: the first example's accounting, and the accounted
-    cost (forward-equivalents, A.3.4) of each of its steps, in order."""
+    """What one decode hands the bench: the first example's accounting, the accounted cost
+    (forward-equivalents, A.3.4) of each of its steps, in order, and each step's live rows
+    (``live_rows``: rows through the blocks' backward, rows through the LM head's)."""
 
     accounting: object
     step_costs: list[float]
+    step_rows: list[tuple[int, int]] = field(default_factory=list)
+
+
+def live_rows(fwd: int, bwd: int) -> tuple[int, int]:
+    """(rows through the blocks' backward, rows through the LM head's) of one step whose
+    accounting counted ``fwd`` live-row forward rows and ``bwd`` backward rows. The blocks run
+    every backward row; the head runs them too, except under ``candidates``' leave-one-out,
+    whose |C| copies of |C| rows (bwd = |C|^2, fwd = |C|) share the head's values and take its
+    input gradient over the |C| rows once (``_HeadEntropy``)."""
+    return bwd, (fwd if 0 < fwd < bwd else bwd)
 
 
 def decode_fn(model, spec: dict, prompts: list[list[int]], gen: int):
@@ -101,17 +115,19 @@ def decode_fn(model, spec: dict, prompts: list[list[int]], gen: int):
     step = sampler.step
 
     def run(pause):
-        costs = []
+        costs, rows = [], []
 
         def paused_step(model, state, *args, **kwargs):
             pause()
-            before = state.accounting[0].cost_fwd_equiv
+            acc = state.accounting[0]
+            before = acc.cost_fwd_equiv, acc.live_rows_fwd, acc.live_rows_bwd
             out = step(model, state, *args, **kwargs)
-            costs.append(state.accounting[0].cost_fwd_equiv - before)
+            costs.append(acc.cost_fwd_equiv - before[0])
+            rows.append(live_rows(acc.live_rows_fwd - before[1], acc.live_rows_bwd - before[2]))
             return out
 
         sampler.step = paused_step  # this instance only: the sampler's own loop calls it
-        return Decoded(sampler.generate(model, prompts, schedule).accounting[0], costs)
+        return Decoded(sampler.generate(model, prompts, schedule).accounting[0], costs, rows)
 
     return run
 
@@ -151,60 +167,90 @@ def step_decomposition(readings: list[Reading], baseline: list[Reading]) -> dict
     return out
 
 
-def roofline(step_costs: list[float], base_costs: list[float], floor: float) -> float:
+def roofline(step_costs: list[float], base_costs: list[float], floor: float | list[float],
+             accounted: bool = True) -> float:
     """A decode's cost over Confidence's accounted cost if each ranking step (accounted above
-    Confidence's same step) cost only the larger of its accounting and one forward plus
-    ``floor`` (``read_floor``): the reads its backward's matmuls make whatever its live rows.
-    A.3.4 counts a step's live rows, which on a CPU bounds its backward from below only while
-    they are many; with few, the reads bound it. What a decode measures above this roofline is
-    the implementation's (operator dispatch, small operators), not the products it computes."""
-    total = sum(max(c, b * (1 + floor)) if c > b * (1 + 1e-9) else c for c, b in zip(step_costs, base_costs))
+    Confidence's same step) cost one forward plus ``floor``: the larger of that and its
+    accounting (``accounted``), or that alone. ``floor``: one share of a forward for every
+    step (``read_floor``: the reads its backward's matmuls make whatever its live rows), or
+    one per step (``product_floor`` at the step's own live rows). A.3.4 counts a step's live
+    rows, which on a CPU bounds its backward from below only while they are many; with few,
+    the reads bound it. What a decode measures above the first is the implementation's
+    (operator dispatch, small operators, products slower than their reads); above the
+    second, with ``product_floor``, it is dispatch and elementwise work alone."""
+    floors = floor if isinstance(floor, list) else [floor] * len(step_costs)
+    total = sum((max(c, b * (1 + f)) if accounted else b * (1 + f)) if c > b * (1 + 1e-9) else c
+                for c, b, f in zip(step_costs, base_costs, floors))
     return total / sum(base_costs)
 
 
-def read_floor(model, batch: int, length: int, repeats: int, device: str) -> dict:
-    """What one live row's input gradient must read, as a share of one forward over ``batch``
-    canvases of ``length`` rows (one live row each, so a weight is read once for the batch):
-    every weight of the blocks and the LM head once (one-row matmuls g W from
-    each map's output side) and each layer's frozen keys and values three times (the live
-    query's scores q K^T, dP = g V^T and dq = dS K), with nothing else around them. Each
-    repeat times a full forward, then these reads over the keys and values it just wrote, as
-    a ranking step's backward follows its forward. A.3.4 charges a live row 1/L of a forward
-    per pass; on a CPU, where one row's matmuls run at the speed of memory, these reads cost
-    more, in any implementation that computes these products, so they bound from below what a
-    ranking step costs above its accounting (``roofline``). Returns the median share, its
-    spread over repeats, and the forward's and the reads' median seconds."""
+def product_floor(model, batch: int, length: int, repeats: int, device: str, block_rows: int = 1,
+                  head_rows: int = 1) -> dict:
+    """What a live pass's matrix products cost by themselves, as a share of one forward over
+    ``batch`` canvases of ``length`` rows: every block's weights once at ``block_rows`` rows per
+    canvas (input gradients g W from each map's output side), the LM head's at ``head_rows``,
+    and each layer's frozen keys and values three times: the scores q K^T for ``head_rows``
+    live queries (under ``candidates``' leave-one-out the copies share them, as they share the
+    head's values: ``live_rows``), dP = g V^T and dq = dS K for ``block_rows``; nothing else
+    around them. Each repeat times
+    a full forward, then these products over the keys and values it just wrote, as a ranking
+    step's backward follows its forward. At one row each (``read_floor``) this is what a live
+    row must read, in any implementation: A.3.4 charges a live row 1/L of a forward per pass,
+    and on a CPU, where one row's matmuls run at the speed of memory, the reads cost more. At
+    a step's own rows it is what this machine's BLAS charges for the products that step
+    computes, with no operator dispatch or elementwise work. Returns the median share, its
+    spread over repeats, and the forward's and the products' median seconds."""
     # In the backward's order: the LM head, then the blocks from the last, each from down to q.
     maps = [model.hf.lm_head] + [m for layer in reversed(model.hf.model.layers) for m in reversed(block_maps(layer))]
     dtype = model.hf.lm_head.weight.dtype
-    grads = [torch.randn(batch, m.out_features, dtype=dtype, device=device) for m in maps]
+    grads = [torch.randn(batch * (head_rows if i == 0 else block_rows), m.out_features, dtype=dtype, device=device)
+             for i, m in enumerate(maps)]
     ids = torch.randint(0, model.vocab_size - 1, (batch, length), generator=torch.Generator().manual_seed(0))
     ids = ids.to(device)
     groups, head_dim = model.n_kv_heads, model.head_dim
-    query = torch.randn(batch, groups, model.n_heads // groups, head_dim, dtype=dtype, device=device)
+    query = torch.randn(batch, groups, model.n_heads // groups * head_rows, head_dim, dtype=dtype, device=device)
+    grad = torch.randn(batch, groups, model.n_heads // groups * block_rows, head_dim, dtype=dtype, device=device)
+    d_scores = torch.randn(batch, groups, model.n_heads // groups * block_rows, length, dtype=dtype, device=device)
     held = {}
 
     def forward():
         with torch.no_grad():
             held["frozen"] = model.forward_with_state(ids)[1]
 
-    def reads():
+    def products():
         with torch.no_grad():
             for g, m in zip(grads, maps):
                 g @ m.weight
             for k, v in zip(held["frozen"].keys, held["frozen"].values):
-                (query @ k.transpose(-1, -2)) @ k
-                query @ v.transpose(-1, -2)
+                query @ k.transpose(-1, -2)
+                grad @ v.transpose(-1, -2)
+                d_scores @ k
 
-    forward(), reads()  # warm-up
-    times = {"forward": [], "reads": []}
+    forward(), products()  # warm-up
+    times = {"forward": [], "products": []}
     for _ in range(repeats):
         times["forward"].append(timed(forward, device)().seconds)
-        times["reads"].append(timed(reads, device)().seconds)
-    shares = [r / f for r, f in zip(times["reads"], times["forward"])]
-    return {"read_floor": round(statistics.median(shares), 4), "read_floor_spread": round(spread(shares), 4),
+        times["products"].append(timed(products, device)().seconds)
+    shares = [r / f for r, f in zip(times["products"], times["forward"])]
+    return {"share": round(statistics.median(shares), 4), "spread": round(spread(shares), 4),
             "forward_s": round(statistics.median(times["forward"]), 6),
-            "reads_s": round(statistics.median(times["reads"]), 6)}
+            "products_s": round(statistics.median(times["products"]), 6)}
+
+
+def read_floor(model, batch: int, length: int, repeats: int, device: str) -> dict:
+    """``product_floor`` at one live row: what one live row's input gradient must read (every
+    weight once, each layer's frozen keys and values three times), as a share of a forward."""
+    out = product_floor(model, batch, length, repeats, device)
+    return {"read_floor": out["share"], "read_floor_spread": out["spread"], "forward_s": out["forward_s"],
+            "reads_s": out["products_s"]}
+
+
+def product_floors(model, batch: int, length: int, decoded: list, repeats: int, device: str) -> dict:
+    """``product_floor`` share at every (block rows, head rows) a ranking step of these decodes
+    (``Decoded``) ran, measured once each."""
+    pairs = sorted({rows for d in decoded for rows in d.step_rows if rows[0] > 0})
+    print(f"product floors at {len(pairs)} live-row counts ({repeats} repeats each)", flush=True)
+    return {pair: product_floor(model, batch, length, repeats, device, *pair)["share"] for pair in pairs}
 
 
 def measure(args) -> list[dict]:
@@ -256,6 +302,9 @@ def measure(args) -> list[dict]:
             with memory_load(args.memory_load):
                 readings = lockstep(decodes, args.repeats, progress=progress)
                 floor = read_floor(model, batch, args.prompt + args.gen, FLOOR_REPEATS, args.device)
+                floors = product_floors(model, batch, args.prompt + args.gen,
+                                        [readings[label][-1].value for label in specs if label != "confidence"],
+                                        PRODUCT_REPEATS, args.device)
         base = readings["confidence"][0].value.accounting
         for label, spec in specs.items():
             acc = readings[label][-1].value.accounting
@@ -267,6 +316,8 @@ def measure(args) -> list[dict]:
                 if floor:
                     decoded, baseline = readings[label][-1].value, readings["confidence"][-1].value
                     stats["bound"] = round(roofline(decoded.step_costs, baseline.step_costs, floor["read_floor"]), 4)
+                    own = [floors.get(rows, 0.0) for rows in decoded.step_rows]
+                    stats["product_bound"] = round(roofline(decoded.step_costs, baseline.step_costs, own, False), 4)
             accounted = acc.cost_fwd_equiv / base.cost_fwd_equiv
             rows.append({"machine": machine, "load_avg": f"{loads[0]} .. {loads[-1]}", "batch": batch, "shape": shape,
                          "prompt": args.prompt, "gen": args.gen, "dtype": str(dtype).removeprefix("torch."), "clock": "cuda events" if gpu else "thread cpu",
@@ -338,14 +389,17 @@ def decomposition(rows: list[dict]) -> list[str]:
              "ranking steps' part and the rest's. `read floor`: what one live row's input gradient must read (every "
              "weight once, each layer's frozen keys and values three times, as bare one-row matmuls), timed right "
              "after a forward, over that forward; `bound`: the decode's ratio where each ranking step costs the larger "
-             "of its accounting and one forward plus the read floor (`roofline`).", "",
-             "| variant | ranking steps | fixed | scale | unaccounted: ranking steps / rest | read floor | bound |",
-             "|---|---|---|---|---|---|---|"]
+             "of its accounting and one forward plus the read floor (`roofline`); `product bound`: the decode's ratio "
+             "where each ranking step costs one forward plus the bare matrix products of its own live pass at its own "
+             "row counts, timed the same way (`product_floor`): what this machine's BLAS charges for the products "
+             "alone, above which a decode's time is operator dispatch and elementwise work.", "",
+             "| variant | ranking steps | fixed | scale | unaccounted: ranking steps / rest | read floor | bound | "
+             "product bound |", "|---|---|---|---|---|---|---|---|"]
     for r in mine:
         lines.append(f"| {r['variant']} | {r['rank_steps']} | {num(r, 'fixed_per_rank_step', '+.3f')} | "
                      f"{num(r, 'backward_scale', '.2f')} | {num(r, 'unaccounted_rank', '+.3f')} / "
                      f"{num(r, 'unaccounted_other', '+.3f')} | {num(r, 'read_floor', '.3f')} | "
-                     f"{num(r, 'bound', '.3f')} |")
+                     f"{num(r, 'bound', '.3f')} | {num(r, 'product_bound', '.3f')} |")
     return lines
 
 
