@@ -38,28 +38,28 @@ rank at all (a step whose |C| = max(b_t, ceil(rho |M_block|)) fits the budget ne
 backward), so its cost rises with rho only through how many steps rank. The numbers:
 - Cost, the GSM8K-shaped job (900-token prompt, L = 128, one token per step, blocks of 32,
   random ``cpu-bench`` weights, thread CPU time, the decodes side by side step by step, freed
-  memory kept as jobs keep it; results/bench/boe_decode.md), rho 0.10 / 0.25 / 0.50, the three
-  latest all-variant runs (AMD EPYC host, dec22 / dec23 / dec25, the last with Confidence
-  scoring the block only, as this sampler reads it): ``masked`` 1.10 / 1.11 / 1.12x, 1.10 /
-  1.13 / 1.15x and 1.08 / 1.11 / 1.12x Confidence (accounted 1.09 / 1.11 / 1.12),
-  ``candidates`` 1.04 / 1.06 / 1.13x, 1.04 / 1.07 / 1.14x and 1.04 / 1.06 / 1.12x (accounted
-  1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15). Both rise with rho, ``masked``'s only
-  through how many steps rank. At rho 0.25, three runs
-  per host: ``masked`` 1.110-1.142x on that host and 1.156-1.169x on an Intel Xeon host,
-  ``candidates`` 1.052-1.074x and 1.073-1.086x. With no operator overhead (the roofline: each
-  ranking step at the larger of its accounting and one forward plus the reads of one live
-  row's input gradient) the decode would cost 1.11x (``masked``) and 1.06x (``candidates``)
-  on both hosts. What lies above it is what a ranking step pays whatever its live rows (the
-  operator dispatch and small-operator work of a backward over few rows, about 6 ms on
-  ``cpu-bench``), which the row-counting accounting does not charge; on the AMD host the live
-  rows' work costs less than its charge and pays for it, on the Intel host not (there the
-  default misses 1.15x by 0.006-0.019). ``compile_backward: true`` (CPU) takes part of that
-  fixed cost away, 0.007-0.024 of the ratio on the Intel host (where it meets 1.15x) and
-  nothing measurable on the AMD one; it compiles for seconds to a minute and needs a C++
-  compiler, so it stays an option (boe_profile_notes.md). ``candidates`` at rho 0.50 reads
-  0.05-0.07 under its accounting, which charges the leave-one-out pass |C|^2 rows backward
-  while the copies share their values and the LM head's product. At blocks of 32
-  ``candidates`` is the cheaper reading and the one whose cost follows rho as Table 5's does.
+  memory kept as jobs keep it; results/bench/boe_decode.md), rho 0.10 / 0.25 / 0.50, the four
+  latest all-variant runs (AMD EPYC host, dec22 / dec23 / dec25 / dec28, the last two with
+  Confidence scoring the block only, as this sampler reads it): ``masked`` 1.10 / 1.11 / 1.12x,
+  1.10 / 1.13 / 1.15x, 1.08 / 1.11 / 1.12x and 1.13 / 1.15 / 1.16x Confidence (accounted 1.09 /
+  1.11 / 1.12), ``candidates`` 1.04 / 1.06 / 1.13x, 1.04 / 1.07 / 1.14x, 1.04 / 1.06 / 1.12x
+  and 1.06 / 1.10 / 1.17x (accounted 1.01 / 1.05 / 1.19; Table 5: 1.06 / 1.08 / 1.15). Both
+  rise with rho, ``masked``'s only through how many steps rank. At rho 0.25 over seven runs
+  on that host ``masked`` reads 1.110-1.147x and ``candidates`` 1.051-1.097x (above 1.08x
+  once, dec28, a slower day); on an Intel Xeon host, three runs, 1.156-1.169x and
+  1.073-1.086x. The bare matrix products of each ranking step's live pass (the product bound,
+  dec28) would put the decode at 1.08x (``masked``) and 1.04x (``candidates``): what lies
+  above is the rest of the pass (about 2,400 operators in a ``candidates`` pass, their
+  dispatch and elementwise work, and the cache a step finds in a decode), which the
+  row-counting accounting does not charge; on the AMD host the live rows' work mostly costs
+  less than its charge and pays for it, on the Intel host not (there the default misses 1.15x
+  by 0.006-0.019). ``compile_backward: true`` (CPU) takes part of that cost away, 0.007-0.024
+  of the ratio on the Intel host (where it meets 1.15x) and nothing measurable on the AMD
+  one; it compiles for seconds to a minute and needs a C++ compiler, so it stays an option
+  (boe_profile_notes.md). ``candidates`` at rho 0.50 reads 0.02-0.07 under its accounting,
+  which charges the leave-one-out pass |C|^2 rows backward while the copies share their
+  values and the LM head's product. At blocks of 32 ``candidates`` is the cheaper reading and
+  the one whose cost follows rho as Table 5's does.
 - Text model (``text_mdm``, d1's Sudoku, first 128 puzzles, blocks of 32, two tokens per
   step), rho 0.10 / 0.25 / 0.50: solved 28 / 28 / 29 (L = 128) and 30 / 30 / 27 (L = 256)
   with ``masked``, 28 / 28 / 27 and 30 / 30 / 26 with ``candidates``; at rho <= 0.25 the two
