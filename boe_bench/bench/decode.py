@@ -177,7 +177,8 @@ def roofline(step_costs: list[float], base_costs: list[float], floor: float | li
     rows, which on a CPU bounds its backward from below only while they are many; with few,
     the reads bound it. What a decode measures above the first is the implementation's
     (operator dispatch, small operators, products slower than their reads); above the
-    second, with ``product_floor``, it is dispatch and elementwise work alone."""
+    second, with ``product_floor``, the rest of the pass: operator dispatch, elementwise work,
+    and what its products lose inside a decode against bare."""
     floors = floor if isinstance(floor, list) else [floor] * len(step_costs)
     total = sum((max(c, b * (1 + f)) if accounted else b * (1 + f)) if c > b * (1 + 1e-9) else c
                 for c, b, f in zip(step_costs, base_costs, floors))
@@ -192,9 +193,8 @@ def product_floor(model, batch: int, length: int, repeats: int, device: str, blo
     and each layer's frozen keys and values three times: the scores q K^T for ``head_rows``
     live queries (under ``candidates``' leave-one-out the copies share them, as they share the
     head's values: ``live_rows``), dP = g V^T and dq = dS K for ``block_rows``; nothing else
-    around them. Each repeat times
-    a full forward, then these products over the keys and values it just wrote, as a ranking
-    step's backward follows its forward. At one row each (``read_floor``) this is what a live
+    around them. Each repeat times a full forward, then these products over the keys and
+    values it just wrote, as a ranking step's backward follows its forward. At one row each (``read_floor``) this is what a live
     row must read, in any implementation: A.3.4 charges a live row 1/L of a forward per pass,
     and on a CPU, where one row's matmuls run at the speed of memory, the reads cost more. At
     a step's own rows it is what this machine's BLAS charges for the products that step
@@ -392,7 +392,8 @@ def decomposition(rows: list[dict]) -> list[str]:
              "of its accounting and one forward plus the read floor (`roofline`); `product bound`: the decode's ratio "
              "where each ranking step costs one forward plus the bare matrix products of its own live pass at its own "
              "row counts, timed the same way (`product_floor`): what this machine's BLAS charges for the products "
-             "alone, above which a decode's time is operator dispatch and elementwise work.", "",
+             "alone; above it lies the rest of the pass (operator dispatch, elementwise work, and what the products "
+             "lose inside a decode against bare).", "",
              "| variant | ranking steps | fixed | scale | unaccounted: ranking steps / rest | read floor | bound | "
              "product bound |", "|---|---|---|---|---|---|---|---|"]
     for r in mine:
