@@ -196,7 +196,7 @@ def test_roofline_with_each_steps_own_floor_need_not_reach_the_accounting():
     base = [1.0, 1.0, 1.0, 1.0]
     costs = [1.0, 1.01, 1.3, 1.0]
     floors = [0.0, 0.2, 0.1, 0.0]
-    assert roofline(costs, base, floors, False) == pytest.approx((1.0 + 1.2 + 1.1 + 1.0) / 4)
+    assert roofline(costs, base, floors, accounted=False) == pytest.approx((1.0 + 1.2 + 1.1 + 1.0) / 4)
     assert roofline(costs, base, floors) == pytest.approx((1.0 + 1.2 + 1.3 + 1.0) / 4)
 
 

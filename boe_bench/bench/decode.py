@@ -317,7 +317,7 @@ def measure(args) -> list[dict]:
                     decoded, baseline = readings[label][-1].value, readings["confidence"][-1].value
                     stats["bound"] = round(roofline(decoded.step_costs, baseline.step_costs, floor["read_floor"]), 4)
                     own = [floors.get(rows, 0.0) for rows in decoded.step_rows]
-                    stats["product_bound"] = round(roofline(decoded.step_costs, baseline.step_costs, own, False), 4)
+                    stats["product_bound"] = round(roofline(decoded.step_costs, baseline.step_costs, own, accounted=False), 4)
             accounted = acc.cost_fwd_equiv / base.cost_fwd_equiv
             rows.append({"machine": machine, "load_avg": f"{loads[0]} .. {loads[-1]}", "batch": batch, "shape": shape,
                          "prompt": args.prompt, "gen": args.gen, "dtype": str(dtype).removeprefix("torch."), "clock": "cuda events" if gpu else "thread cpu",
